@@ -1,0 +1,1 @@
+"""omnistock gRPC API: generated protobuf and gRPC code (see proto/README.md)."""
