@@ -1,0 +1,160 @@
+"""Available-to-promise: reads of one position, of a SKU in a group, of a SKU network-wide.
+
+`available = max(0, on_hand - reserved - allocated - safety_stock - unavailable)`; a group also
+holds back its buffer per position (units plus a share of on-hand, rounded up) before summing.
+Disabled nodes promise nothing: their position reads report NODE_DISABLED with the real buckets
+and available 0, and they drop out of group and network sums.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from engine.codes import LineStatus
+from engine.kernels.index import find_slot
+from engine.state import (
+    ALLOCATED,
+    EMPTY,
+    G_BUFFER_BP,
+    G_BUFFER_UNITS,
+    G_DEFINED,
+    INBOUND,
+    N_ENABLED,
+    N_REGISTERED,
+    ON_HAND,
+    RESERVED,
+    SAFETY,
+    UNAVAILABLE,
+)
+
+OK = np.int8(LineStatus.OK)
+UNKNOWN_SKU = np.int8(LineStatus.UNKNOWN_SKU)
+UNKNOWN_NODE = np.int8(LineStatus.UNKNOWN_NODE)
+UNKNOWN_GROUP = np.int8(LineStatus.UNKNOWN_GROUP)
+NODE_DISABLED = np.int8(LineStatus.NODE_DISABLED)
+
+# Output columns of every availability kernel (the wire's `Quantities` order).
+OUT_COLS = 7
+O_AVAILABLE = 6
+_NODE_MASK = np.int64(0xFFFFFFFF)
+
+
+@njit(inline="always", cache=True)
+def atp_raw(qty, slot):
+    """on_hand minus everything promised or held back; negative when over-committed."""
+    return (
+        qty[slot, ON_HAND]
+        - qty[slot, RESERVED]
+        - qty[slot, ALLOCATED]
+        - qty[slot, SAFETY]
+        - qty[slot, UNAVAILABLE]
+    )
+
+
+@njit(inline="always", cache=True)
+def group_buffer(on_hand, units, bp):
+    """Units a group holds back at one position: fixed units plus ceil(on_hand * bp / 10_000)."""
+    share = 0
+    if bp > 0 and on_hand > 0:
+        share = (on_hand * bp + 9_999) // 10_000
+    return units + share
+
+
+@njit(inline="always", cache=True)
+def node_ok(node_i64, node_id):
+    return 0 <= node_id < node_i64.shape[0] and node_i64[node_id, N_REGISTERED] != 0
+
+
+@njit(inline="always", cache=True)
+def sku_ok(sku_known, sku_id):
+    return 0 <= sku_id < sku_known.shape[0] and sku_known[sku_id] != 0
+
+
+@njit(inline="always", cache=True)
+def group_ok(grp_i64, group_id):
+    return 0 <= group_id < grp_i64.shape[0] and grp_i64[group_id, G_DEFINED] != 0
+
+
+@njit(inline="always", cache=True)
+def _copy_buckets(qty, slot, out, i):
+    out[i, 0] = qty[slot, ON_HAND]
+    out[i, 1] = qty[slot, RESERVED]
+    out[i, 2] = qty[slot, ALLOCATED]
+    out[i, 3] = qty[slot, SAFETY]
+    out[i, 4] = qty[slot, UNAVAILABLE]
+    out[i, 5] = qty[slot, INBOUND]
+
+
+@njit(inline="always", cache=True)
+def _add_buckets(qty, slot, out, i):
+    out[i, 0] += qty[slot, ON_HAND]
+    out[i, 1] += qty[slot, RESERVED]
+    out[i, 2] += qty[slot, ALLOCATED]
+    out[i, 3] += qty[slot, SAFETY]
+    out[i, 4] += qty[slot, UNAVAILABLE]
+    out[i, 5] += qty[slot, INBOUND]
+
+
+@njit(cache=True)
+def availability_at_nodes(st, sku_ids, node_ids, out_status, out_qty):
+    """One (sku, node) position per query."""
+    qty = st.qty
+    for i in range(sku_ids.shape[0]):
+        s = sku_ids[i]
+        n = node_ids[i]
+        for c in range(out_qty.shape[1]):
+            out_qty[i, c] = 0
+        if not node_ok(st.node_i64, n):
+            out_status[i] = UNKNOWN_NODE
+            continue
+        if not sku_ok(st.sku_known, s):
+            out_status[i] = UNKNOWN_SKU
+            continue
+        slot = find_slot(st.table, st.pos_key, s, n)
+        if slot != EMPTY:
+            _copy_buckets(qty, slot, out_qty, i)
+        if st.node_i64[n, N_ENABLED] == 0:
+            out_status[i] = NODE_DISABLED
+            continue
+        out_status[i] = OK
+        if slot != EMPTY:
+            out_qty[i, O_AVAILABLE] = max(0, atp_raw(qty, slot))
+
+
+@njit(cache=True)
+def availability_in_groups(st, sku_ids, group_ids, out_status, out_qty):
+    """A SKU summed over the enabled nodes of a group, after the group's buffer.
+
+    A negative group id means the whole network (every enabled node, no buffer).
+    """
+    qty = st.qty
+    for i in range(sku_ids.shape[0]):
+        s = sku_ids[i]
+        g = group_ids[i]
+        for c in range(out_qty.shape[1]):
+            out_qty[i, c] = 0
+        whole_network = g < 0
+        if not whole_network and not group_ok(st.grp_i64, g):
+            out_status[i] = UNKNOWN_GROUP
+            continue
+        if not sku_ok(st.sku_known, s):
+            out_status[i] = UNKNOWN_SKU
+            continue
+        units = 0
+        bp = 0
+        if not whole_network:
+            units = st.grp_i64[g, G_BUFFER_UNITS]
+            bp = st.grp_i64[g, G_BUFFER_BP]
+        slot = st.sku_head[s]
+        available = 0
+        while slot != EMPTY:
+            n = st.pos_key[slot] & _NODE_MASK
+            if st.node_i64[n, N_ENABLED] != 0 and (whole_network or st.member[g, n] != 0):
+                _add_buckets(qty, slot, out_qty, i)
+                a = atp_raw(qty, slot) - group_buffer(qty[slot, ON_HAND], units, bp)
+                if a > 0:
+                    available += a
+            slot = st.pos_next[slot]
+        out_qty[i, O_AVAILABLE] = available
+        out_status[i] = OK

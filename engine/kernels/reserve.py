@@ -1,0 +1,462 @@
+"""Reservation kernels: reserve (multi-line, all-or-nothing or partial), commit, release, extend,
+fulfil, and exact expiry from a binary heap ordered by (expires_ms, reservation index).
+
+Reservations are records in `st.res`; their lines live in the line arena `st.ln`. Every kernel
+checks the reservation's state itself, because one batch may carry several commands for the same
+reservation and they must see each other's effects in order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from engine.codes import LineStatus, ReservationState
+from engine.kernels.atp import atp_raw, group_buffer, group_ok, node_ok, sku_ok
+from engine.kernels.index import find_slot
+from engine.limits import QTY_MAX
+from engine.state import (
+    ALLOCATED,
+    BACKORDER,
+    C_EXPIRED_OUT,
+    C_HEAP_LEN,
+    C_HELD,
+    C_LINES_USED,
+    EMPTY,
+    G_BUFFER_BP,
+    G_BUFFER_UNITS,
+    H_EXPIRES_MS,
+    H_RES,
+    L_FULFILLED,
+    L_GRANTED,
+    L_HELD,
+    L_NODE,
+    L_QTY,
+    L_SKU,
+    L_SLOT,
+    L_STATUS,
+    N_CAPACITY_DAY,
+    N_CAPACITY_USED,
+    N_ENABLED,
+    ON_HAND,
+    R_ALLOW_PARTIAL,
+    R_CREATED_MS,
+    R_EXPIRES_MS,
+    R_GROUP,
+    R_LINE_COUNT,
+    R_LINE_START,
+    R_STATE,
+    R_TERMINAL_MS,
+    RESERVED,
+)
+
+OK = np.int8(LineStatus.OK)
+INSUFFICIENT = np.int8(LineStatus.INSUFFICIENT)
+UNKNOWN_SKU = np.int8(LineStatus.UNKNOWN_SKU)
+UNKNOWN_NODE = np.int8(LineStatus.UNKNOWN_NODE)
+UNKNOWN_GROUP = np.int8(LineStatus.UNKNOWN_GROUP)
+NODE_DISABLED = np.int8(LineStatus.NODE_DISABLED)
+INVALID_QTY = np.int8(LineStatus.INVALID_QTY)
+PARTIAL = np.int8(LineStatus.PARTIAL)
+
+HELD = int(ReservationState.HELD)
+COMMITTED = int(ReservationState.COMMITTED)
+FULFILLED = int(ReservationState.FULFILLED)
+RELEASED = int(ReservationState.RELEASED)
+EXPIRED = int(ReservationState.EXPIRED)
+REJECTED = int(ReservationState.REJECTED)
+
+# Columns of the reserve request matrix (one row per reservation in the batch).
+Q_RES = 0
+Q_EXPIRES_MS = 1
+Q_ALLOW_PARTIAL = 2
+Q_GROUP = 3
+Q_LINE_COUNT = 4
+REQ_COLS = 5
+
+# Per-command outcomes of commit / release / extend / fulfil.
+DONE = 0  # applied
+REPLAY = 1  # already in the asked-for state: nothing changed
+WRONG_STATE = 2  # not allowed from the current state: nothing changed
+OVER_HELD = 3  # fulfil more than is held on a line: nothing changed
+NO_STOCK = 4  # fulfil more than is on hand (backordered units not yet received): nothing changed
+
+DAY_MS = 86_400_000
+
+
+# --- the expiry heap --------------------------------------------------------------------------
+
+
+@njit(inline="always", cache=True)
+def _less(heap, a, b):
+    if heap[a, H_EXPIRES_MS] != heap[b, H_EXPIRES_MS]:
+        return heap[a, H_EXPIRES_MS] < heap[b, H_EXPIRES_MS]
+    return heap[a, H_RES] < heap[b, H_RES]
+
+
+@njit(inline="always", cache=True)
+def _swap(heap, a, b):
+    e = heap[a, 0]
+    r = heap[a, 1]
+    heap[a, 0] = heap[b, 0]
+    heap[a, 1] = heap[b, 1]
+    heap[b, 0] = e
+    heap[b, 1] = r
+
+
+@njit(cache=True)
+def _sift_down(heap, i, n):
+    while True:
+        left = 2 * i + 1
+        if left >= n:
+            return
+        smallest = left
+        right = left + 1
+        if right < n and _less(heap, right, left):
+            smallest = right
+        if not _less(heap, smallest, i):
+            return
+        _swap(heap, i, smallest)
+        i = smallest
+
+
+@njit(cache=True)
+def heap_push(st, expires_ms, res_idx):
+    heap = st.heap
+    i = st.ctr[C_HEAP_LEN]
+    st.ctr[C_HEAP_LEN] = i + 1
+    heap[i, H_EXPIRES_MS] = expires_ms
+    heap[i, H_RES] = res_idx
+    while i > 0:
+        parent = (i - 1) // 2
+        if not _less(heap, i, parent):
+            break
+        _swap(heap, i, parent)
+        i = parent
+
+
+@njit(cache=True)
+def _heap_pop(st):
+    heap = st.heap
+    n = st.ctr[C_HEAP_LEN] - 1
+    st.ctr[C_HEAP_LEN] = n
+    if n > 0:
+        heap[0, 0] = heap[n, 0]
+        heap[0, 1] = heap[n, 1]
+        _sift_down(heap, 0, n)
+
+
+@njit(inline="always", cache=True)
+def _entry_live(st, i):
+    r = st.heap[i, H_RES]
+    return st.res[r, R_STATE] == HELD and st.res[r, R_EXPIRES_MS] == st.heap[i, H_EXPIRES_MS]
+
+
+@njit(cache=True)
+def heap_compact(st):
+    """Drop stale entries (extended, committed or released holds) and re-heapify."""
+    heap = st.heap
+    n = st.ctr[C_HEAP_LEN]
+    kept = 0
+    for i in range(n):
+        if _entry_live(st, i):
+            heap[kept, 0] = heap[i, 0]
+            heap[kept, 1] = heap[i, 1]
+            kept += 1
+    st.ctr[C_HEAP_LEN] = kept
+    for i in range(kept // 2 - 1, -1, -1):
+        _sift_down(heap, i, kept)
+    return kept
+
+
+# --- line helpers -----------------------------------------------------------------------------
+
+
+@njit(inline="always", cache=True)
+def _reservable(qty, slot, g, grp_i64):
+    """Units one more hold may take at a position (negative when already over-committed)."""
+    free = atp_raw(qty, slot) + qty[slot, BACKORDER]
+    if g >= 0:
+        free -= group_buffer(
+            qty[slot, ON_HAND], grp_i64[g, G_BUFFER_UNITS], grp_i64[g, G_BUFFER_BP]
+        )
+    return free
+
+
+@njit(inline="always", cache=True)
+def _line_guard(st, g, s, n, q):
+    """Status of a line before looking at quantities, in precedence order, and its slot."""
+    if q <= 0 or q > QTY_MAX:
+        return INVALID_QTY, EMPTY
+    if g >= 0 and not group_ok(st.grp_i64, g):
+        return UNKNOWN_GROUP, EMPTY
+    if not node_ok(st.node_i64, n):
+        return UNKNOWN_NODE, EMPTY
+    if not sku_ok(st.sku_known, s):
+        return UNKNOWN_SKU, EMPTY
+    if st.node_i64[n, N_ENABLED] == 0:
+        return NODE_DISABLED, EMPTY
+    if g >= 0 and st.member[g, n] == 0:
+        return INSUFFICIENT, EMPTY
+    slot = find_slot(st.table, st.pos_key, s, n)
+    if slot == EMPTY:
+        return INSUFFICIENT, EMPTY
+    return OK, slot
+
+
+@njit(inline="always", cache=True)
+def _set_terminal(st, r, state, now_ms):
+    st.res[r, R_STATE] = state
+    st.res[r, R_TERMINAL_MS] = now_ms
+
+
+# --- reserve ----------------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def reserve(st, req, lines, now_ms):
+    """Reserve a batch of reservations, in order; lines are the concatenation of their lines.
+
+    The caller allocated each reservation index (req[k, Q_RES]) and made room in the line arena
+    and the heap. Returns the number of reservations that ended HELD.
+    """
+    qty = st.qty
+    ln = st.ln
+    held_count = 0
+    j = 0
+    for k in range(req.shape[0]):
+        r = req[k, Q_RES]
+        g = req[k, Q_GROUP]
+        partial = req[k, Q_ALLOW_PARTIAL] != 0
+        count = req[k, Q_LINE_COUNT]
+        l0 = st.ctr[C_LINES_USED]
+        st.ctr[C_LINES_USED] = l0 + count
+        failed = False
+        # Guards, and (all-or-nothing) tentatively add every valid line so that lines for the
+        # same position are judged on their sum.
+        for x in range(count):
+            a = l0 + x
+            s = lines[j + x, 0]
+            n = lines[j + x, 1]
+            q = lines[j + x, 2]
+            status, slot = _line_guard(st, g, s, n, q)
+            ln[a, L_SLOT] = slot
+            ln[a, L_SKU] = s
+            ln[a, L_NODE] = n
+            ln[a, L_QTY] = q
+            ln[a, L_HELD] = 0
+            ln[a, L_GRANTED] = 0
+            ln[a, L_FULFILLED] = 0
+            ln[a, L_STATUS] = status
+            if status != OK:
+                failed = True
+                continue
+            if partial:
+                grant = min(q, max(0, _reservable(qty, slot, g, st.grp_i64)))
+                qty[slot, RESERVED] += grant
+                ln[a, L_HELD] = grant
+                ln[a, L_GRANTED] = grant
+                if grant == 0:
+                    ln[a, L_STATUS] = INSUFFICIENT
+                elif grant < q:
+                    ln[a, L_STATUS] = PARTIAL
+            else:
+                qty[slot, RESERVED] += q
+        if not partial:
+            for x in range(count):
+                a = l0 + x
+                slot = ln[a, L_SLOT]
+                if ln[a, L_STATUS] == OK and _reservable(qty, slot, g, st.grp_i64) < 0:
+                    ln[a, L_STATUS] = INSUFFICIENT
+                    failed = True
+            for x in range(count):
+                a = l0 + x
+                if ln[a, L_SLOT] != EMPTY:
+                    if failed:
+                        qty[ln[a, L_SLOT], RESERVED] -= ln[a, L_QTY]
+                    else:
+                        ln[a, L_HELD] = ln[a, L_QTY]
+                        ln[a, L_GRANTED] = ln[a, L_QTY]
+        total = 0
+        for x in range(count):
+            total += ln[l0 + x, L_HELD]
+        st.res[r, R_LINE_START] = l0
+        st.res[r, R_LINE_COUNT] = count
+        st.res[r, R_GROUP] = g
+        st.res[r, R_CREATED_MS] = now_ms
+        st.res[r, R_ALLOW_PARTIAL] = 1 if partial else 0
+        if total > 0:
+            st.res[r, R_STATE] = HELD
+            st.res[r, R_EXPIRES_MS] = req[k, Q_EXPIRES_MS]
+            st.res[r, R_TERMINAL_MS] = 0
+            heap_push(st, req[k, Q_EXPIRES_MS], r)
+            st.ctr[C_HELD] += 1
+            held_count += 1
+        else:
+            st.res[r, R_EXPIRES_MS] = 0
+            _set_terminal(st, r, REJECTED, now_ms)
+        j += count
+    return held_count
+
+
+# --- state transitions ------------------------------------------------------------------------
+
+
+@njit(inline="always", cache=True)
+def _move_held(st, r, from_col, to_col):
+    """Move (or, with to_col < 0, drop) every line's held units out of bucket from_col."""
+    l0 = st.res[r, R_LINE_START]
+    for a in range(l0, l0 + st.res[r, R_LINE_COUNT]):
+        h = st.ln[a, L_HELD]
+        if h == 0:
+            continue
+        slot = st.ln[a, L_SLOT]
+        st.qty[slot, from_col] -= h
+        if to_col >= 0:
+            st.qty[slot, to_col] += h
+        else:
+            st.ln[a, L_HELD] = 0
+
+
+@njit(inline="always", cache=True)
+def _count_capacity(st, r, now_ms):
+    """Committed units count against each node's daily capacity."""
+    day = now_ms // DAY_MS
+    l0 = st.res[r, R_LINE_START]
+    for a in range(l0, l0 + st.res[r, R_LINE_COUNT]):
+        h = st.ln[a, L_HELD]
+        if h == 0:
+            continue
+        n = st.ln[a, L_NODE]
+        if st.node_i64[n, N_CAPACITY_DAY] != day:
+            st.node_i64[n, N_CAPACITY_DAY] = day
+            st.node_i64[n, N_CAPACITY_USED] = 0
+        st.node_i64[n, N_CAPACITY_USED] += h
+
+
+@njit(inline="always", cache=True)
+def _commit_hold(st, r, now_ms):
+    """HELD -> COMMITTED: reserved units become allocated and stop expiring."""
+    _move_held(st, r, RESERVED, ALLOCATED)
+    _count_capacity(st, r, now_ms)
+    st.res[r, R_STATE] = COMMITTED
+    st.res[r, R_EXPIRES_MS] = 0
+    st.ctr[C_HELD] -= 1
+
+
+@njit(cache=True)
+def commit(st, res_idxs, now_ms, out_code):
+    for k in range(res_idxs.shape[0]):
+        r = res_idxs[k]
+        state = st.res[r, R_STATE]
+        if state == COMMITTED or state == FULFILLED:  # noqa: SIM109 (numba-friendly)
+            out_code[k] = REPLAY
+        elif state == HELD and st.res[r, R_EXPIRES_MS] > now_ms:
+            _commit_hold(st, r, now_ms)
+            out_code[k] = DONE
+        else:
+            out_code[k] = WRONG_STATE
+
+
+@njit(cache=True)
+def release(st, res_idxs, now_ms, out_code):
+    """Give back what a hold or an order still holds. Releasing a finished one is a replay."""
+    for k in range(res_idxs.shape[0]):
+        r = res_idxs[k]
+        state = st.res[r, R_STATE]
+        if state == HELD:
+            _move_held(st, r, RESERVED, -1)
+            _set_terminal(st, r, RELEASED, now_ms)
+            st.res[r, R_EXPIRES_MS] = 0
+            st.ctr[C_HELD] -= 1
+            out_code[k] = DONE
+        elif state == COMMITTED:
+            _move_held(st, r, ALLOCATED, -1)
+            fulfilled = 0
+            l0 = st.res[r, R_LINE_START]
+            for a in range(l0, l0 + st.res[r, R_LINE_COUNT]):
+                fulfilled += st.ln[a, L_FULFILLED]
+            _set_terminal(st, r, FULFILLED if fulfilled > 0 else RELEASED, now_ms)
+            out_code[k] = DONE
+        else:
+            out_code[k] = REPLAY
+
+
+@njit(cache=True)
+def extend(st, res_idxs, expires_ms, now_ms, out_code):
+    for k in range(res_idxs.shape[0]):
+        r = res_idxs[k]
+        if st.res[r, R_STATE] == HELD and st.res[r, R_EXPIRES_MS] > now_ms:
+            st.res[r, R_EXPIRES_MS] = expires_ms[k]
+            heap_push(st, expires_ms[k], r)
+            out_code[k] = DONE
+        else:
+            out_code[k] = WRONG_STATE
+
+
+@njit(cache=True)
+def fulfil(st, res_idxs, op_offsets, line_idxs, qtys, now_ms, out_code):
+    """Hand over units of orders; a live hold is committed first.
+
+    Items op_offsets[k]..op_offsets[k+1] belong to reservation res_idxs[k] and name arena lines,
+    each at most once per operation.
+    """
+    qty = st.qty
+    ln = st.ln
+    for k in range(res_idxs.shape[0]):
+        r = res_idxs[k]
+        state = st.res[r, R_STATE]
+        live_hold = state == HELD and st.res[r, R_EXPIRES_MS] > now_ms
+        if state != COMMITTED and not live_hold:
+            out_code[k] = WRONG_STATE
+            continue
+        code = DONE
+        for e in range(op_offsets[k], op_offsets[k + 1]):
+            a = line_idxs[e]
+            if qtys[e] > ln[a, L_HELD]:
+                code = OVER_HELD
+                break
+            if qtys[e] > qty[ln[a, L_SLOT], ON_HAND]:
+                code = NO_STOCK
+                break
+        out_code[k] = code
+        if code != DONE:
+            continue
+        if live_hold:
+            # Handing over a hold (click & collect at the counter) commits it on the way.
+            _commit_hold(st, r, now_ms)
+        for e in range(op_offsets[k], op_offsets[k + 1]):
+            a = line_idxs[e]
+            slot = ln[a, L_SLOT]
+            qty[slot, ALLOCATED] -= qtys[e]
+            qty[slot, ON_HAND] -= qtys[e]
+            ln[a, L_HELD] -= qtys[e]
+            ln[a, L_FULFILLED] += qtys[e]
+        remaining = 0
+        l0 = st.res[r, R_LINE_START]
+        for a in range(l0, l0 + st.res[r, R_LINE_COUNT]):
+            remaining += ln[a, L_HELD]
+        if remaining == 0:
+            _set_terminal(st, r, FULFILLED, now_ms)
+
+
+@njit(cache=True)
+def expire(st, now_ms):
+    """Expire every hold with expires_ms <= now_ms, in (expires_ms, index) order.
+
+    Writes the expired reservation indices to st.expired_out and returns how many.
+    """
+    out = 0
+    while st.ctr[C_HEAP_LEN] > 0 and st.heap[0, H_EXPIRES_MS] <= now_ms:
+        live = _entry_live(st, 0)
+        r = st.heap[0, H_RES]
+        _heap_pop(st)
+        if not live:
+            continue
+        _move_held(st, r, RESERVED, -1)
+        _set_terminal(st, r, EXPIRED, now_ms)
+        st.ctr[C_HELD] -= 1
+        st.expired_out[out] = r
+        out += 1
+    st.ctr[C_EXPIRED_OUT] = out
+    return out

@@ -1,0 +1,1397 @@
+"""The public face of the engine: `Ledger` validates, interns ids, sizes arrays and calls kernels.
+
+A `Ledger` applies batches of commands (`apply(now_ms, commands)`), in order, and answers reads.
+It never reads the clock: every mutation takes the batch's `now_ms`, and the batch clock never
+runs backwards (an older `now_ms` is treated as the latest one seen). Applying the same batches to
+two empty ledgers gives byte-identical state (`export_state`).
+
+Hot paths (reserve, commit, release, supply lines) are coalesced: consecutive commands of one kind
+go to one kernel call, so numba's dispatch is paid per run of commands, not per line.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from engine import limits
+from engine.codes import (
+    AdjustReason,
+    Bucket,
+    LineStatus,
+    MoveKind,
+    NodeType,
+    ReservationState,
+)
+from engine.commands import (
+    Adjust,
+    Batch,
+    Command,
+    Commit,
+    Extend,
+    Fulfil,
+    GroupSpec,
+    Line,
+    Move,
+    NodeSpec,
+    Release,
+    ReservationResult,
+    ReservationView,
+    Reserve,
+    ReservedLine,
+    SetBackorderLimit,
+    SetOnHand,
+    SetSafetyStock,
+    SupplyResult,
+    TransferCancel,
+    TransferReceive,
+    TransferResult,
+    TransferShip,
+    UpsertGroups,
+    UpsertNodes,
+)
+from engine.errors import Code, EngineError, Rejection
+from engine.kernels import atp, index, reserve, supply
+from engine.state import (
+    C_HEAP_LEN,
+    C_HELD,
+    C_LINES_USED,
+    C_NOW_MS,
+    C_POSITIONS,
+    EMPTY,
+    FIELDS,
+    G_BUFFER_BP,
+    G_BUFFER_UNITS,
+    G_DEFINED,
+    L_FULFILLED,
+    L_GRANTED,
+    L_HELD,
+    L_NODE,
+    L_SKU,
+    L_STATUS,
+    N_CAPACITY_DAILY,
+    N_ENABLED,
+    N_PICKUP,
+    N_PRIORITY,
+    N_REGISTERED,
+    N_SHIP,
+    N_TYPE,
+    R_CREATED_MS,
+    R_EXPIRES_MS,
+    R_LINE_COUNT,
+    R_LINE_START,
+    R_STATE,
+    StateArrays,
+    make_state,
+    new_arrays,
+)
+
+__all__ = ["Ledger", "Outcome", "BatchOutcome", "Quantities"]
+
+FORMAT_VERSION = 1
+# Index passed to kernels for a group id that is not defined: out of range, so UNKNOWN_GROUP.
+_GROUP_UNKNOWN = 2**31 - 1
+
+Outcome = Any  # ReservationResult | SupplyResult | TransferResult | int | Rejection
+
+
+class Quantities(msgspec.Struct, frozen=True):
+    on_hand: int
+    reserved: int
+    allocated: int
+    safety_stock: int
+    unavailable: int
+    inbound: int
+    available: int
+
+
+class BatchOutcome(msgspec.Struct, frozen=True):
+    results: list[Outcome]  # one per command, in order
+    expired: list[str]  # reservation ids that expired at the start of this batch, in order
+
+
+class _Names:
+    """Strings interned to dense int32 ids, in first-seen order."""
+
+    __slots__ = ("ids", "names")
+
+    def __init__(self, names: Iterable[str] = ()) -> None:
+        self.names: list[str] = list(names)
+        self.ids: dict[str, int] = {n: i for i, n in enumerate(self.names)}
+
+    def intern(self, name: str) -> int:
+        i = self.ids.get(name)
+        if i is None:
+            i = len(self.names)
+            self.ids[name] = i
+            self.names.append(name)
+        return i
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+class _Transfer(msgspec.Struct):
+    content: bytes
+    sku: str
+    from_node_id: str
+    to_node_id: str
+    qty_shipped: int
+    qty_received: int
+    expected_at_ms: int
+    state: str  # IN_TRANSIT, RECEIVED, CANCELLED, FAILED
+    status: LineStatus
+
+
+class _Meta(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The Python-side half of a snapshot (the arrays are the other half)."""
+
+    version: int
+    skus: list[str]
+    nodes: list[str]
+    node_names: list[str]
+    groups: list[str]
+    group_specs: list[GroupSpec | None]
+    res_names: list[str | None]
+    res_content: list[bytes | None]
+    res_free: list[int]
+    final: list[tuple[int, str, str]]
+    requests: dict[str, tuple[bytes, bytes]]
+    transfers: dict[str, _Transfer]
+    lines_live: int
+
+
+_encode = msgspec.msgpack.Encoder().encode
+_reserve_decoder = msgspec.msgpack.Decoder(Reserve)
+_rejection_decoder = msgspec.msgpack.Decoder(Rejection)
+
+
+def _reject(code: Code, reason: str, message: str) -> Rejection:
+    return Rejection(code, reason, message)
+
+
+def _invalid(field: str, message: str) -> Rejection:
+    return Rejection(Code.INVALID_ARGUMENT, "FIELD_INVALID", f"{field}: {message}")
+
+
+def _check_id(value: object, field: str, *, required: bool = True) -> Rejection | None:
+    if not isinstance(value, str):
+        return _invalid(field, f"expected a string, got {type(value).__name__}")
+    if not value:
+        return _invalid(field, "must not be empty") if required else None
+    if len(value) > limits.ID_BYTES_MAX or (
+        not value.isascii() and len(value.encode()) > limits.ID_BYTES_MAX
+    ):
+        return _invalid(field, f"longer than {limits.ID_BYTES_MAX} bytes")
+    return None
+
+
+def _check_qty(
+    value: object, field: str, lo: int = 1, hi: int = limits.QTY_MAX
+) -> Rejection | None:
+    if type(value) is not int or not lo <= value <= hi:  # noqa: E721 (bool is not a quantity)
+        return _invalid(field, f"must be an integer in {lo}..{hi}, got {value!r}")
+    return None
+
+
+def _check_lines_count(items: Sequence[object], field: str) -> Rejection | None:
+    if not items:
+        return _invalid(field, "must have at least one line")
+    if len(items) > limits.REQUEST_LINES_MAX:
+        return _invalid(field, f"more than {limits.REQUEST_LINES_MAX} lines ({len(items)})")
+    return None
+
+
+class Ledger:
+    """The in-memory stock ledger. Single-threaded: one writer applies batches in order."""
+
+    def __init__(
+        self,
+        *,
+        positions: int = 1024,
+        skus: int = 1024,
+        nodes: int = 64,
+        reservations: int = 1024,
+        ids_window_ms: int = limits.IDS_WINDOW_MS,
+        ids_remembered_max: int = limits.IDS_REMEMBERED_MAX,
+    ) -> None:
+        self._ids_window_ms = ids_window_ms
+        self._ids_remembered_max = ids_remembered_max
+        self._set_arrays(
+            new_arrays(
+                positions=positions,
+                skus=skus,
+                nodes=nodes,
+                reservations=reservations,
+                lines=4 * reservations,
+            )
+        )
+        self._skus = _Names()
+        self._nodes = _Names()
+        self._node_names: list[str] = []
+        self._groups = _Names()
+        self._group_specs: list[GroupSpec | None] = []
+        self._res_ids: dict[str, int] = {}
+        self._res_names: list[str | None] = []
+        self._res_content: list[bytes | None] = []
+        self._res_free: list[int] = []
+        # Ids with a final outcome, oldest first: (final_at_ms, kind, id); kind r/q/t.
+        self._final: deque[tuple[int, str, str]] = deque()
+        self._requests: dict[str, tuple[bytes, bytes]] = {}
+        self._transfers: dict[str, _Transfer] = {}
+        self._lines_live = 0
+        self._handlers: dict[type, Callable[[list[Any], int], list[Outcome]]] = {
+            Reserve: self._reserve_run,
+            Commit: self._commit_run,
+            Release: self._release_run,
+            Extend: self._extend_one,
+            Fulfil: self._fulfil_one,
+            Adjust: self._adjust_one,
+            Move: self._move_one,
+            SetOnHand: self._set_on_hand_one,
+            SetSafetyStock: self._set_safety_one,
+            SetBackorderLimit: self._set_backorder_one,
+            TransferShip: self._transfer_ship_one,
+            TransferReceive: self._transfer_receive_one,
+            TransferCancel: self._transfer_cancel_one,
+            UpsertNodes: self._upsert_nodes_one,
+            UpsertGroups: self._upsert_groups_one,
+        }
+
+    # --- arrays and growth -----------------------------------------------------------------
+
+    def _set_arrays(self, arrays: StateArrays) -> None:
+        self._a = arrays
+        self._ctr = arrays["ctr"]
+        self._st = make_state(arrays)
+
+    def _grow(self, name: str, rows: int, fill: int = 0) -> None:
+        old = self._a[name]
+        if old.shape[0] >= rows:
+            return
+        new_rows = max(rows, 2 * old.shape[0])
+        new = np.full((new_rows, *old.shape[1:]), fill, old.dtype)
+        new[: old.shape[0]] = old
+        self._a[name] = new
+
+    def _ensure(
+        self,
+        *,
+        positions: int = 0,
+        skus: int = 0,
+        nodes: int = 0,
+        groups: int = 0,
+        res: int = 0,
+        lines: int = 0,
+        heap: int = 0,
+    ) -> None:
+        """Make room for `positions` more positions, and so on, before a kernel call."""
+        a = self._a
+        before = {name: a[name] for name in FIELDS}
+        if positions:
+            need = int(self._ctr[C_POSITIONS]) + positions
+            self._grow("qty", need)
+            self._grow("pos_key", need, EMPTY)
+            self._grow("pos_next", need, EMPTY)
+            if 2 * need > a["table"].shape[0]:
+                size = 1 << (2 * need - 1).bit_length()
+                table = np.full(size, EMPTY, np.int32)
+                index.rebuild_table(table, a["pos_key"], int(self._ctr[C_POSITIONS]))
+                a["table"] = table
+        if skus:
+            self._grow("sku_head", skus, EMPTY)
+            self._grow("sku_known", skus)
+        if nodes:
+            self._grow("node_i64", nodes)
+            self._grow("node_f64", nodes)
+            if a["member"].shape[1] < a["node_i64"].shape[0]:
+                member = np.zeros((a["member"].shape[0], a["node_i64"].shape[0]), np.uint8)
+                member[:, : a["member"].shape[1]] = a["member"]
+                a["member"] = member
+        if groups:
+            self._grow("grp_i64", groups)
+            self._grow("member", groups)
+        if res:
+            self._grow("res", res)
+        if lines:
+            self._grow("ln", int(self._ctr[C_LINES_USED]) + lines)
+        if heap:
+            need = int(self._ctr[C_HEAP_LEN]) + heap
+            self._grow("heap", need)
+            self._grow("expired_out", need)
+        if any(a[name] is not before[name] for name in FIELDS):
+            self._set_arrays(a)
+
+    # --- batches ---------------------------------------------------------------------------
+
+    def apply(self, now_ms: int, commands: Sequence[Command]) -> BatchOutcome:
+        """Expire what is due at `now_ms`, then apply the commands in order."""
+        now = self._advance_clock(now_ms)
+        expired = self._expire(now)
+        results: list[Outcome] = []
+        i = 0
+        n = len(commands)
+        while i < n:
+            kind = type(commands[i])
+            handler = self._handlers.get(kind)
+            if handler is None:
+                raise TypeError(f"not a command: {kind.__name__}")
+            j = i + 1
+            if kind is Reserve or kind is Commit or kind is Release:
+                while j < n and type(commands[j]) is kind:
+                    j += 1
+                results.extend(handler(list(commands[i:j]), now))
+            else:
+                results.extend(handler([commands[i]], now))
+            i = j
+        self._forget(now)
+        self._compact()
+        return BatchOutcome(results, expired)
+
+    def apply_batch(self, batch: Batch) -> BatchOutcome:
+        return self.apply(batch.now_ms, batch.commands)
+
+    def tick(self, now_ms: int) -> list[str]:
+        """Advance the clock: expire due holds, forget ids past the window. Returns expired ids."""
+        return self.apply(now_ms, ()).expired
+
+    def next_expiry_ms(self) -> int | None:
+        """Expiry time of the earliest hold (possibly stale: a tick then expires nothing)."""
+        if self._ctr[C_HEAP_LEN] == 0:
+            return None
+        return int(self._a["heap"][0, 0])
+
+    def _advance_clock(self, now_ms: int) -> int:
+        if type(now_ms) is not int:  # noqa: E721
+            now_ms = int(now_ms)
+        now = max(now_ms, int(self._ctr[C_NOW_MS]))
+        self._ctr[C_NOW_MS] = now
+        return now
+
+    def _expire(self, now: int) -> list[str]:
+        heap_len = int(self._ctr[C_HEAP_LEN])
+        if heap_len == 0 or self._a["heap"][0, 0] > now:
+            return []
+        count = reserve.expire(self._st, now)
+        expired = []
+        for r in self._a["expired_out"][:count].tolist():
+            name = self._res_names[r]
+            assert name is not None
+            expired.append(name)
+            self._final.append((now, "r", name))
+        return expired
+
+    # --- reservations ----------------------------------------------------------------------
+
+    def _validate_reserve(self, cmd: Reserve) -> Rejection | None:
+        bad = _check_id(cmd.reservation_id, "reservation_id")
+        if bad is None:
+            bad = _check_lines_count(cmd.lines, "lines")
+        if bad is None and not limits.TTL_MS_MIN <= cmd.ttl_ms <= limits.TTL_MS_MAX:
+            bad = _invalid("ttl_ms", f"must be in {limits.TTL_MS_MIN}..{limits.TTL_MS_MAX}")
+        if bad is None:
+            bad = _check_id(cmd.group_id, "group_id", required=False)
+        if bad is None:
+            for i, line in enumerate(cmd.lines):
+                bad = (
+                    _check_id(line.sku, f"lines[{i}].sku")
+                    or _check_id(line.node_id, f"lines[{i}].node_id")
+                    or _check_qty(line.qty, f"lines[{i}].qty")
+                )
+                if bad is not None:
+                    break
+        return bad
+
+    def _new_res_index(self) -> int:
+        if self._res_free:
+            return self._res_free.pop()
+        r = len(self._res_names)
+        self._res_names.append(None)
+        self._res_content.append(None)
+        return r
+
+    def _reserve_run(self, cmds: list[Reserve], now: int) -> list[Outcome]:
+        out: list[Outcome] = [None] * len(cmds)
+        fresh: list[tuple[int, int, Reserve]] = []
+        lines_total = 0
+        held_before = int(self._ctr[C_HELD])
+        for k, cmd in enumerate(cmds):
+            bad = self._validate_reserve(cmd)
+            if bad is not None:
+                out[k] = bad
+                continue
+            content = _encode(cmd)
+            r = self._res_ids.get(cmd.reservation_id)
+            if r is not None:
+                if self._res_content[r] != content:
+                    out[k] = _reject(
+                        Code.ALREADY_EXISTS,
+                        "ID_CONFLICT",
+                        f"reservation_id {cmd.reservation_id!r} was used with other content",
+                    )
+                else:
+                    out[k] = r  # a replay, answered after the kernel ran
+                continue
+            if held_before + len(fresh) >= limits.RESERVATIONS_ACTIVE_MAX:
+                out[k] = _reject(
+                    Code.RESOURCE_EXHAUSTED,
+                    "OVERLOADED",
+                    f"more than {limits.RESERVATIONS_ACTIVE_MAX} live holds",
+                )
+                continue
+            r = self._new_res_index()
+            self._res_ids[cmd.reservation_id] = r
+            self._res_names[r] = cmd.reservation_id
+            self._res_content[r] = content
+            fresh.append((k, r, cmd))
+            lines_total += len(cmd.lines)
+        if fresh:
+            self._ensure(res=len(self._res_names), lines=lines_total, heap=len(fresh))
+            req = np.empty((len(fresh), reserve.REQ_COLS), np.int64)
+            lines = np.empty((lines_total, 3), np.int64)
+            skus = self._skus.ids
+            nodes = self._nodes.ids
+            j = 0
+            for row, (_, r, cmd) in enumerate(fresh):
+                g = -1
+                if cmd.group_id:
+                    g = self._groups.ids.get(cmd.group_id, _GROUP_UNKNOWN)
+                req[row] = (r, now + cmd.ttl_ms, cmd.allow_partial, g, len(cmd.lines))
+                for line in cmd.lines:
+                    lines[j, 0] = skus.get(line.sku, EMPTY)
+                    lines[j, 1] = nodes.get(line.node_id, EMPTY)
+                    lines[j, 2] = line.qty
+                    j += 1
+            reserve.reserve(self._st, req, lines, now)
+            self._lines_live += lines_total
+            res = self._a["res"]
+            for k, r, cmd in fresh:
+                if res[r, R_STATE] == ReservationState.REJECTED:
+                    self._final.append((now, "r", cmd.reservation_id))
+                out[k] = ReservationResult(self._view(r), False)
+        for k, item in enumerate(out):
+            if type(item) is int:
+                out[k] = ReservationResult(self._view(item), True)
+        return out
+
+    def _lookup_res(self, reservation_id: str) -> int | Rejection:
+        bad = _check_id(reservation_id, "reservation_id")
+        if bad is not None:
+            return bad
+        r = self._res_ids.get(reservation_id)
+        if r is None:
+            return _reject(
+                Code.NOT_FOUND,
+                "RESERVATION_NOT_FOUND",
+                f"reservation_id {reservation_id!r}: no such reservation",
+            )
+        return r
+
+    def _wrong_state(self, r: int, action: str, allowed: str) -> Rejection:
+        state = ReservationState(int(self._a["res"][r, R_STATE])).name
+        return _reject(
+            Code.FAILED_PRECONDITION,
+            "WRONG_STATE",
+            f"reservation {self._res_names[r]!r} is {state}; only {allowed} can be {action}",
+        )
+
+    def _transition_run(
+        self,
+        cmds: Sequence[Commit | Release],
+        now: int,
+        kernel: Callable[..., None],
+        action: str,
+        allowed: str,
+    ) -> list[Outcome]:
+        out: list[Outcome] = [None] * len(cmds)
+        ks: list[int] = []
+        rs: list[int] = []
+        for k, cmd in enumerate(cmds):
+            r = self._lookup_res(cmd.reservation_id)
+            if isinstance(r, Rejection):
+                out[k] = r
+            else:
+                ks.append(k)
+                rs.append(r)
+        if rs:
+            codes = np.empty(len(rs), np.int64)
+            kernel(self._st, np.array(rs, np.int64), now, codes)
+            res = self._a["res"]
+            for k, r, code in zip(ks, rs, codes.tolist(), strict=True):
+                if code == reserve.WRONG_STATE:
+                    out[k] = self._wrong_state(r, action, allowed)
+                    continue
+                if code == reserve.DONE and res[r, R_STATE] != ReservationState.COMMITTED:
+                    self._final.append((now, "r", cmds[k].reservation_id))
+                out[k] = ReservationResult(self._view(r), code == reserve.REPLAY)
+        return out
+
+    def _commit_run(self, cmds: list[Commit], now: int) -> list[Outcome]:
+        return self._transition_run(cmds, now, reserve.commit, "committed", "a live HELD hold")
+
+    def _release_run(self, cmds: list[Release], now: int) -> list[Outcome]:
+        return self._transition_run(cmds, now, reserve.release, "released", "HELD or COMMITTED")
+
+    def _extend_one(self, cmds: list[Extend], now: int) -> list[Outcome]:
+        cmd = cmds[0]
+        r = self._lookup_res(cmd.reservation_id)
+        if isinstance(r, Rejection):
+            return [r]
+        if not limits.TTL_MS_MIN <= cmd.ttl_ms <= limits.TTL_MS_MAX:
+            return [_invalid("ttl_ms", f"must be in {limits.TTL_MS_MIN}..{limits.TTL_MS_MAX}")]
+        self._ensure(heap=1)
+        codes = np.empty(1, np.int64)
+        reserve.extend(
+            self._st, np.array([r], np.int64), np.array([now + cmd.ttl_ms], np.int64), now, codes
+        )
+        if codes[0] != reserve.DONE:
+            return [self._wrong_state(r, "extended", "a live HELD hold")]
+        return [ReservationResult(self._view(r), False)]
+
+    def _fulfil_one(self, cmds: list[Fulfil], now: int) -> list[Outcome]:
+        cmd = cmds[0]
+        r = self._lookup_res(cmd.reservation_id)
+        if isinstance(r, Rejection):
+            return [r]
+        bad = _check_id(cmd.request_id, "request_id", required=False)
+        if bad is not None:
+            return [bad]
+        content = _encode(cmd)
+        if cmd.request_id:
+            seen = self._requests.get("f:" + cmd.request_id)
+            if seen is not None:
+                return [self._replay_fulfil(r, cmd, content, seen)]
+        outcome = self._fulfil_apply(r, cmd, now)
+        if cmd.request_id:
+            stored = _encode(outcome) if isinstance(outcome, Rejection) else b""
+            self._remember_request("f:" + cmd.request_id, content, stored, now)
+        return [outcome]
+
+    def _replay_fulfil(
+        self, r: int, cmd: Fulfil, content: bytes, seen: tuple[bytes, bytes]
+    ) -> Outcome:
+        if seen[0] != content:
+            return _reject(
+                Code.ALREADY_EXISTS,
+                "ID_CONFLICT",
+                f"request_id {cmd.request_id!r} was used with other content",
+            )
+        if seen[1]:
+            return _rejection_decoder.decode(seen[1])
+        return ReservationResult(self._view(r), True)
+
+    def _fulfil_apply(self, r: int, cmd: Fulfil, now: int) -> Outcome:
+        res = self._a["res"]
+        ln = self._a["ln"]
+        state = int(res[r, R_STATE])
+        if state == ReservationState.FULFILLED and not cmd.lines:
+            return ReservationResult(self._view(r), True)
+        if state not in (ReservationState.HELD, ReservationState.COMMITTED):
+            return self._wrong_state(r, "fulfilled", "HELD or COMMITTED")
+        l0 = int(res[r, R_LINE_START])
+        count = int(res[r, R_LINE_COUNT])
+        take: dict[int, int] = {}
+        if not cmd.lines:
+            for a in range(l0, l0 + count):
+                if ln[a, L_HELD] > 0:
+                    take[a] = int(ln[a, L_HELD])
+        else:
+            for i, line in enumerate(cmd.lines):
+                bad = _check_qty(line.qty, f"lines[{i}].qty")
+                if bad is not None:
+                    return bad
+                s = self._skus.ids.get(line.sku, EMPTY)
+                n = self._nodes.ids.get(line.node_id, EMPTY)
+                want = line.qty
+                matched = False
+                for a in range(l0, l0 + count):
+                    if ln[a, L_SKU] != s or ln[a, L_NODE] != n or s == EMPTY:
+                        continue
+                    matched = True
+                    free = int(ln[a, L_HELD]) - take.get(a, 0)
+                    step = min(free, want)
+                    if step > 0:
+                        take[a] = take.get(a, 0) + step
+                        want -= step
+                if not matched:
+                    return _reject(
+                        Code.FAILED_PRECONDITION,
+                        "LINE_NOT_IN_RESERVATION",
+                        f"lines[{i}]: {line.sku!r} at {line.node_id!r} is not held by this "
+                        "reservation",
+                    )
+                if want > 0:
+                    return _reject(
+                        Code.FAILED_PRECONDITION,
+                        "OVER_FULFIL",
+                        f"lines[{i}].qty: {line.qty} is more than the {line.qty - want} units "
+                        "still held",
+                    )
+        if not take:
+            return self._wrong_state(r, "fulfilled", "reservations still holding units")
+        line_idxs = np.fromiter(take.keys(), np.int64, len(take))
+        qtys = np.fromiter(take.values(), np.int64, len(take))
+        codes = np.empty(1, np.int64)
+        reserve.fulfil(
+            self._st,
+            np.array([r], np.int64),
+            np.array([0, len(take)], np.int64),
+            line_idxs,
+            qtys,
+            now,
+            codes,
+        )
+        code = int(codes[0])
+        if code == reserve.WRONG_STATE:
+            return self._wrong_state(r, "fulfilled", "a live HELD hold or COMMITTED")
+        if code == reserve.NO_STOCK:
+            return _reject(
+                Code.FAILED_PRECONDITION,
+                "NOT_ON_HAND",
+                "backordered units are not on hand yet; receive stock first",
+            )
+        assert code == reserve.DONE, code
+        if res[r, R_STATE] == ReservationState.FULFILLED:
+            self._final.append((now, "r", cmd.reservation_id))
+        return ReservationResult(self._view(r), False)
+
+    def _view(self, r: int) -> ReservationView:
+        content = self._res_content[r]
+        assert content is not None
+        cmd = _reserve_decoder.decode(content)
+        row = self._a["res"][r]
+        l0 = int(row[R_LINE_START])
+        lines = self._a["ln"][l0 : l0 + len(cmd.lines)].tolist()
+        state = ReservationState(int(row[R_STATE]))
+        return ReservationView(
+            reservation_id=cmd.reservation_id,
+            state=state,
+            lines=tuple(
+                ReservedLine(
+                    line,
+                    reserved_qty=lr[L_GRANTED],
+                    fulfilled_qty=lr[L_FULFILLED],
+                    status=LineStatus(lr[L_STATUS]),
+                    held_qty=lr[L_HELD],
+                )
+                for line, lr in zip(cmd.lines, lines, strict=True)
+            ),
+            expires_at_ms=int(row[R_EXPIRES_MS]) if state == ReservationState.HELD else 0,
+            created_at_ms=int(row[R_CREATED_MS]),
+            group_id=cmd.group_id,
+        )
+
+    # --- supply ----------------------------------------------------------------------------
+
+    def _request_seen(self, key: str, request_id: str, content: bytes) -> Outcome | None:
+        seen = self._requests.get(key)
+        if seen is None:
+            return None
+        if seen[0] != content:
+            return _reject(
+                Code.ALREADY_EXISTS,
+                "ID_CONFLICT",
+                f"request_id {request_id!r} was used with other content",
+            )
+        statuses = np.frombuffer(seen[1], np.int8).tolist()
+        return SupplyResult(tuple(LineStatus(s) for s in statuses), True)
+
+    def _remember_request(self, key: str, content: bytes, outcome: bytes, now: int) -> None:
+        self._requests[key] = (content, outcome)
+        self._final.append((now, "q", key))
+
+    def _supply_request(
+        self,
+        cmd: Adjust | Move | SetOnHand | SetSafetyStock | SetBackorderLimit,
+        items: Sequence[Any],
+        now: int,
+        check_item: Callable[[Any, int], Rejection | None],
+        run: Callable[[np.ndarray, np.ndarray, list[Any]], np.ndarray],
+    ) -> list[Outcome]:
+        """The shared frame of every per-line supply command: validate, dedupe, intern, run."""
+        bad = _check_id(cmd.request_id, "request_id") or _check_lines_count(items, "lines")
+        if bad is None:
+            for i, item in enumerate(items):
+                bad = (
+                    _check_id(item.sku, f"lines[{i}].sku")
+                    or _check_id(item.node_id, f"lines[{i}].node_id")
+                    or check_item(item, i)
+                )
+                if bad is not None:
+                    break
+        if bad is not None:
+            return [bad]
+        key = f"{type(cmd).__name__}:{cmd.request_id}"
+        content = _encode(cmd)
+        seen = self._request_seen(key, cmd.request_id, content)
+        if seen is not None:
+            return [seen]
+        n = len(items)
+        sku_ids = np.fromiter((self._skus.intern(it.sku) for it in items), np.int64, n)
+        node_ids = np.fromiter(
+            (self._nodes.ids.get(it.node_id, EMPTY) for it in items), np.int64, n
+        )
+        self._ensure(positions=n, skus=len(self._skus))
+        statuses = run(sku_ids, node_ids, list(items))
+        self._remember_request(key, content, statuses.astype(np.int8).tobytes(), now)
+        return [SupplyResult(tuple(LineStatus(s) for s in statuses.tolist()), False)]
+
+    def _run_deltas(
+        self, sku_ids: np.ndarray, node_ids: np.ndarray, deltas: np.ndarray
+    ) -> np.ndarray:
+        n = len(sku_ids)
+        statuses = np.zeros(n, np.int8)
+        supply.apply_deltas(
+            self._st, np.arange(n + 1, dtype=np.int64), sku_ids, node_ids, deltas, statuses
+        )
+        return statuses
+
+    def _adjust_one(self, cmds: list[Adjust], now: int) -> list[Outcome]:
+        def check(item: Any, i: int) -> Rejection | None:
+            if item.reason not in _ADJUST_DELTAS:
+                return _invalid(f"lines[{i}].reason", "must name a reason")
+            lo = -limits.QTY_MAX
+            bad = _check_qty(item.delta, f"lines[{i}].delta", lo, limits.QTY_MAX)
+            if bad is None and item.delta == 0:
+                bad = _invalid(f"lines[{i}].delta", "must not be 0")
+            return bad
+
+        def run(sku_ids: np.ndarray, node_ids: np.ndarray, items: list[Any]) -> np.ndarray:
+            deltas = np.array([_ADJUST_DELTAS[it.reason](it.delta) for it in items], np.int64)
+            return self._run_deltas(sku_ids, node_ids, deltas.reshape(len(items), 3))
+
+        return self._supply_request(cmds[0], cmds[0].adjustments, now, check, run)
+
+    def _move_one(self, cmds: list[Move], now: int) -> list[Outcome]:
+        def check(item: Any, i: int) -> Rejection | None:
+            if item.kind not in _MOVE_DELTAS:
+                return _invalid(f"lines[{i}].kind", "must name a move")
+            return _check_qty(item.qty, f"lines[{i}].qty")
+
+        def run(sku_ids: np.ndarray, node_ids: np.ndarray, items: list[Any]) -> np.ndarray:
+            deltas = np.array([_MOVE_DELTAS[it.kind](it.qty) for it in items], np.int64)
+            return self._run_deltas(sku_ids, node_ids, deltas.reshape(len(items), 3))
+
+        return self._supply_request(cmds[0], cmds[0].moves, now, check, run)
+
+    def _set_on_hand_one(self, cmds: list[SetOnHand], now: int) -> list[Outcome]:
+        def check(item: Any, i: int) -> Rejection | None:
+            return _check_qty(item.on_hand, f"lines[{i}].on_hand", 0) or _check_qty(
+                item.source_seq, f"lines[{i}].source_seq", 0, 2**62
+            )
+
+        def run(sku_ids: np.ndarray, node_ids: np.ndarray, items: list[Any]) -> np.ndarray:
+            counts = np.array([it.on_hand for it in items], np.int64)
+            seqs = np.array([it.source_seq for it in items], np.int64)
+            statuses = np.zeros(len(items), np.int8)
+            supply.set_on_hand(self._st, sku_ids, node_ids, counts, seqs, statuses)
+            return statuses
+
+        return self._supply_request(cmds[0], cmds[0].counts, now, check, run)
+
+    def _set_column_one(
+        self, cmd: SetSafetyStock | SetBackorderLimit, column: int, now: int
+    ) -> list[Outcome]:
+        def check(item: Any, i: int) -> Rejection | None:
+            return _check_qty(item.value, f"lines[{i}].value", 0)
+
+        def run(sku_ids: np.ndarray, node_ids: np.ndarray, items: list[Any]) -> np.ndarray:
+            values = np.array([it.value for it in items], np.int64)
+            statuses = np.zeros(len(items), np.int8)
+            supply.set_column(self._st, sku_ids, node_ids, values, column, statuses)
+            return statuses
+
+        return self._supply_request(cmd, cmd.settings, now, check, run)
+
+    def _set_safety_one(self, cmds: list[SetSafetyStock], now: int) -> list[Outcome]:
+        return self._set_column_one(cmds[0], int(Bucket.SAFETY_STOCK), now)
+
+    def _set_backorder_one(self, cmds: list[SetBackorderLimit], now: int) -> list[Outcome]:
+        return self._set_column_one(cmds[0], int(Bucket.BACKORDER_LIMIT), now)
+
+    # --- transfers -------------------------------------------------------------------------
+
+    def _transfer_result(self, transfer_id: str, t: _Transfer, replayed: bool) -> TransferResult:
+        return TransferResult(
+            transfer_id=transfer_id,
+            state=t.state,
+            sku=t.sku,
+            from_node_id=t.from_node_id,
+            to_node_id=t.to_node_id,
+            qty_shipped=t.qty_shipped,
+            qty_received=t.qty_received,
+            expected_at_ms=t.expected_at_ms,
+            status=t.status,
+            replayed=replayed,
+        )
+
+    def _transfer_op(self, entries: list[tuple[str, str, int, int, int]]) -> LineStatus:
+        """Apply one atomic operation of (sku, node, d_on_hand, d_unavailable, d_inbound)."""
+        n = len(entries)
+        sku_ids = np.array([self._skus.intern(e[0]) for e in entries], np.int64)
+        node_ids = np.array([self._nodes.ids.get(e[1], EMPTY) for e in entries], np.int64)
+        deltas = np.array([e[2:] for e in entries], np.int64)
+        self._ensure(positions=n, skus=len(self._skus))
+        statuses = np.zeros(n, np.int8)
+        supply.apply_deltas(
+            self._st, np.array([0, n], np.int64), sku_ids, node_ids, deltas, statuses
+        )
+        return LineStatus(int(max(statuses.tolist())))
+
+    def _transfer_lookup(self, transfer_id: str) -> _Transfer | Rejection:
+        bad = _check_id(transfer_id, "transfer_id")
+        if bad is not None:
+            return bad
+        t = self._transfers.get(transfer_id)
+        if t is None:
+            return _reject(
+                Code.NOT_FOUND,
+                "TRANSFER_NOT_FOUND",
+                f"transfer_id {transfer_id!r}: no such transfer",
+            )
+        return t
+
+    def _transfer_ship_one(self, cmds: list[TransferShip], now: int) -> list[Outcome]:
+        cmd = cmds[0]
+        bad = (
+            _check_id(cmd.transfer_id, "transfer_id")
+            or _check_id(cmd.sku, "sku")
+            or _check_id(cmd.from_node_id, "from_node_id")
+            or _check_id(cmd.to_node_id, "to_node_id")
+            or _check_qty(cmd.qty, "qty")
+            or _check_qty(cmd.expected_at_ms, "expected_at_ms", 0, 2**62)
+        )
+        if bad is None and cmd.from_node_id == cmd.to_node_id:
+            bad = _invalid("to_node_id", "must differ from from_node_id")
+        if bad is not None:
+            return [bad]
+        content = _encode(cmd)
+        t = self._transfers.get(cmd.transfer_id)
+        if t is not None:
+            if t.content != content:
+                return [
+                    _reject(
+                        Code.ALREADY_EXISTS,
+                        "ID_CONFLICT",
+                        f"transfer_id {cmd.transfer_id!r} was used with other content",
+                    )
+                ]
+            return [self._transfer_result(cmd.transfer_id, t, True)]
+        status = self._transfer_op(
+            [(cmd.sku, cmd.from_node_id, -cmd.qty, 0, 0), (cmd.sku, cmd.to_node_id, 0, 0, cmd.qty)]
+        )
+        ok = status == LineStatus.OK
+        t = _Transfer(
+            content=content,
+            sku=cmd.sku,
+            from_node_id=cmd.from_node_id,
+            to_node_id=cmd.to_node_id,
+            qty_shipped=cmd.qty if ok else 0,
+            qty_received=0,
+            expected_at_ms=cmd.expected_at_ms,
+            state="IN_TRANSIT" if ok else "FAILED",
+            status=status,
+        )
+        self._transfers[cmd.transfer_id] = t
+        if not ok:
+            self._final.append((now, "t", cmd.transfer_id))
+        return [self._transfer_result(cmd.transfer_id, t, False)]
+
+    def _transfer_receive_one(self, cmds: list[TransferReceive], now: int) -> list[Outcome]:
+        cmd = cmds[0]
+        t = self._transfer_lookup(cmd.transfer_id)
+        if isinstance(t, Rejection):
+            return [t]
+        bad = _check_qty(cmd.qty, "qty", 0) or _check_id(
+            cmd.request_id, "request_id", required=False
+        )
+        if bad is not None:
+            return [bad]
+        content = _encode(cmd)
+        key = "r:" + cmd.request_id
+        if cmd.request_id:
+            seen = self._requests.get(key)
+            if seen is not None:
+                if seen[0] != content:
+                    return [
+                        _reject(
+                            Code.ALREADY_EXISTS,
+                            "ID_CONFLICT",
+                            f"request_id {cmd.request_id!r} was used with other content",
+                        )
+                    ]
+                if seen[1]:
+                    return [_rejection_decoder.decode(seen[1])]
+                return [self._transfer_result(cmd.transfer_id, t, True)]
+        outcome = self._transfer_receive_apply(cmd, t, now)
+        if cmd.request_id:
+            stored = _encode(outcome) if isinstance(outcome, Rejection) else b""
+            self._remember_request(key, content, stored, now)
+        return [outcome]
+
+    def _transfer_receive_apply(self, cmd: TransferReceive, t: _Transfer, now: int) -> Outcome:
+        if t.state == "RECEIVED" and cmd.qty == 0:
+            return self._transfer_result(cmd.transfer_id, t, True)
+        if t.state != "IN_TRANSIT":
+            return _reject(
+                Code.FAILED_PRECONDITION,
+                "WRONG_STATE",
+                f"transfer {cmd.transfer_id!r} is {t.state}; only IN_TRANSIT can be received",
+            )
+        remaining = t.qty_shipped - t.qty_received
+        qty = cmd.qty or remaining
+        if qty > remaining:
+            return _reject(
+                Code.FAILED_PRECONDITION,
+                "OVER_RECEIVE",
+                f"qty: {qty} is more than the {remaining} units in transit",
+            )
+        status = self._transfer_op([(t.sku, t.to_node_id, qty, 0, -qty)])
+        if status == LineStatus.OK:
+            t.qty_received += qty
+            if t.qty_received == t.qty_shipped:
+                t.state = "RECEIVED"
+                self._final.append((now, "t", cmd.transfer_id))
+        return self._transfer_result(cmd.transfer_id, t, False)
+
+    def _transfer_cancel_one(self, cmds: list[TransferCancel], now: int) -> list[Outcome]:
+        cmd = cmds[0]
+        t = self._transfer_lookup(cmd.transfer_id)
+        if isinstance(t, Rejection):
+            return [t]
+        if t.state == "CANCELLED":
+            return [self._transfer_result(cmd.transfer_id, t, True)]
+        if t.state != "IN_TRANSIT":
+            return [
+                _reject(
+                    Code.FAILED_PRECONDITION,
+                    "WRONG_STATE",
+                    f"transfer {cmd.transfer_id!r} is {t.state}; only IN_TRANSIT can be cancelled",
+                )
+            ]
+        remaining = t.qty_shipped - t.qty_received
+        status = self._transfer_op(
+            [(t.sku, t.to_node_id, 0, 0, -remaining), (t.sku, t.from_node_id, remaining, 0, 0)]
+        )
+        if status == LineStatus.OK:
+            t.state = "CANCELLED"
+            self._final.append((now, "t", cmd.transfer_id))
+        return [self._transfer_result(cmd.transfer_id, t, False)]
+
+    # --- nodes and groups ------------------------------------------------------------------
+
+    def _upsert_nodes_one(self, cmds: list[UpsertNodes], now: int) -> list[Outcome]:
+        nodes = cmds[0].nodes
+        bad = None
+        if not nodes or len(nodes) > limits.REQUEST_LINES_MAX:
+            bad = _invalid("nodes", f"must have 1..{limits.REQUEST_LINES_MAX} nodes")
+        for i, spec in enumerate(nodes):
+            if bad is not None:
+                break
+            f = f"nodes[{i}]"
+            bad = _check_id(spec.node_id, f"{f}.node_id")
+            if bad is None and spec.type not in NodeType.__members__.values():
+                bad = _invalid(f"{f}.type", "unknown node type")
+            if bad is None and not -90.0 <= spec.lat <= 90.0:
+                bad = _invalid(f"{f}.lat", "must be in -90..90")
+            if bad is None and not -180.0 <= spec.lon <= 180.0:
+                bad = _invalid(f"{f}.lon", "must be in -180..180")
+            if bad is None:
+                bad = _check_qty(spec.priority, f"{f}.priority", -(2**31), 2**31 - 1)
+            if bad is None:
+                bad = _check_qty(spec.daily_capacity, f"{f}.daily_capacity", 0, 2**62)
+            if (
+                bad is None
+                and len(self._nodes) >= limits.NODES_MAX
+                and spec.node_id not in self._nodes.ids
+            ):
+                bad = _reject(
+                    Code.RESOURCE_EXHAUSTED, "LIMIT", f"more than {limits.NODES_MAX} nodes"
+                )
+        if bad is not None:
+            return [bad]
+        ids = [self._nodes.intern(spec.node_id) for spec in nodes]
+        self._ensure(nodes=len(self._nodes))
+        while len(self._node_names) < len(self._nodes):
+            self._node_names.append("")
+        n64 = self._a["node_i64"]
+        f64 = self._a["node_f64"]
+        for n, spec in zip(ids, nodes, strict=True):
+            n64[n, N_REGISTERED] = 1
+            n64[n, N_ENABLED] = int(spec.enabled)
+            n64[n, N_TYPE] = int(spec.type)
+            n64[n, N_PICKUP] = int(spec.pickup)
+            n64[n, N_SHIP] = int(spec.ship)
+            n64[n, N_PRIORITY] = spec.priority
+            n64[n, N_CAPACITY_DAILY] = spec.daily_capacity
+            f64[n, 0] = spec.lat
+            f64[n, 1] = spec.lon
+            self._node_names[n] = spec.name
+        return [len(ids)]
+
+    def _upsert_groups_one(self, cmds: list[UpsertGroups], now: int) -> list[Outcome]:
+        groups = cmds[0].groups
+        bad = None
+        if not groups or len(groups) > limits.REQUEST_LINES_MAX:
+            bad = _invalid("groups", f"must have 1..{limits.REQUEST_LINES_MAX} groups")
+        for i, spec in enumerate(groups):
+            if bad is not None:
+                break
+            f = f"groups[{i}]"
+            bad = (
+                _check_id(spec.group_id, f"{f}.group_id")
+                or _check_qty(spec.buffer_units, f"{f}.buffer_units", 0)
+                or (
+                    None
+                    if 0.0 <= spec.buffer_pct <= limits.BUFFER_PCT_MAX
+                    else _invalid(f"{f}.buffer_pct", f"must be in 0..{limits.BUFFER_PCT_MAX}")
+                )
+            )
+            for j, node_id in enumerate(spec.node_ids):
+                if bad is not None:
+                    break
+                bad = _check_id(node_id, f"{f}.node_ids[{j}]")
+                if bad is None and not self._node_registered(node_id):
+                    bad = _reject(
+                        Code.FAILED_PRECONDITION,
+                        "UNKNOWN_NODE",
+                        f"{f}.node_ids[{j}]: node {node_id!r} is not registered",
+                    )
+            if (
+                bad is None
+                and len(self._groups) >= limits.GROUPS_MAX
+                and spec.group_id not in self._groups.ids
+            ):
+                bad = _reject(
+                    Code.RESOURCE_EXHAUSTED, "LIMIT", f"more than {limits.GROUPS_MAX} groups"
+                )
+        if bad is not None:
+            return [bad]
+        ids = [self._groups.intern(spec.group_id) for spec in groups]
+        self._ensure(groups=len(self._groups), nodes=len(self._nodes))
+        while len(self._group_specs) < len(self._groups):
+            self._group_specs.append(None)
+        g64 = self._a["grp_i64"]
+        member = self._a["member"]
+        for g, spec in zip(ids, groups, strict=True):
+            g64[g, G_DEFINED] = 1
+            g64[g, G_BUFFER_UNITS] = spec.buffer_units
+            g64[g, G_BUFFER_BP] = round(spec.buffer_pct * 100)
+            member[g, :] = 0
+            for node_id in spec.node_ids:
+                member[g, self._nodes.ids[node_id]] = 1
+            self._group_specs[g] = spec
+        return [len(ids)]
+
+    def _node_registered(self, node_id: str) -> bool:
+        n = self._nodes.ids.get(node_id)
+        return n is not None and self._a["node_i64"][n, N_REGISTERED] != 0
+
+    # --- forgetting and compaction ---------------------------------------------------------
+
+    def _forget(self, now: int) -> None:
+        """Forget final ids past the idempotency window or beyond the remembered maximum."""
+        final = self._final
+        cutoff = now - self._ids_window_ms
+        while final and (final[0][0] <= cutoff or len(final) > self._ids_remembered_max):
+            _, kind, key = final.popleft()
+            if kind == "r":
+                r = self._res_ids.pop(key)
+                self._lines_live -= int(self._a["res"][r, R_LINE_COUNT])
+                self._res_names[r] = None
+                self._res_content[r] = None
+                self._a["res"][r] = 0
+                self._res_free.append(r)
+            elif kind == "q":
+                del self._requests[key]
+            else:
+                del self._transfers[key]
+
+    def _compact(self) -> None:
+        used = int(self._ctr[C_LINES_USED])
+        if used > 2 * self._lines_live + 65_536:
+            self._compact_lines()
+        if self._ctr[C_HEAP_LEN] > 2 * self._ctr[C_HELD] + 65_536:
+            reserve.heap_compact(self._st)
+
+    def _compact_lines(self) -> None:
+        """Move the lines of remembered reservations to the front of the arena, in order."""
+        res = self._a["res"]
+        live = np.array(sorted(self._res_ids.values()), np.int64)
+        if live.size:
+            live = live[np.argsort(res[live, R_LINE_START], kind="stable")]
+        starts = res[live, R_LINE_START]
+        counts = res[live, R_LINE_COUNT]
+        new_starts = np.zeros_like(counts)
+        np.cumsum(counts[:-1], out=new_starts[1:]) if counts.size else None
+        gather = np.repeat(starts - new_starts, counts) + np.arange(int(counts.sum()))
+        ln = self._a["ln"]
+        moved = ln[gather]
+        ln[: moved.shape[0]] = moved
+        ln[moved.shape[0] : int(self._ctr[C_LINES_USED])] = 0
+        res[live, R_LINE_START] = new_starts
+        self._ctr[C_LINES_USED] = moved.shape[0]
+
+    # --- reads -----------------------------------------------------------------------------
+
+    def sku_id(self, sku: str) -> int:
+        return self._skus.ids.get(sku, EMPTY)
+
+    def node_id(self, node_id: str) -> int:
+        return self._nodes.ids.get(node_id, EMPTY)
+
+    def group_id(self, group_id: str) -> int:
+        return self._groups.ids.get(group_id, _GROUP_UNKNOWN)
+
+    def availability_ids(
+        self, sku_ids: np.ndarray, node_ids: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Columnar (sku_id, node_id) reads: statuses int8[n] and quantities int64[n, 7]."""
+        n = sku_ids.shape[0]
+        statuses = np.empty(n, np.int8)
+        qty = np.empty((n, atp.OUT_COLS), np.int64)
+        atp.availability_at_nodes(self._st, sku_ids, node_ids, statuses, qty)
+        return statuses, qty
+
+    def availability_group_ids(
+        self, sku_ids: np.ndarray, group_ids: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Columnar (sku_id, group_id) reads; group id -1 means the whole network."""
+        n = sku_ids.shape[0]
+        statuses = np.empty(n, np.int8)
+        qty = np.empty((n, atp.OUT_COLS), np.int64)
+        atp.availability_in_groups(self._st, sku_ids, group_ids, statuses, qty)
+        return statuses, qty
+
+    def availability(
+        self, queries: Sequence[tuple[str, str | None, str | None]]
+    ) -> list[tuple[LineStatus, Quantities]]:
+        """Friendly reads: (sku, node_id or None, group_id or None); neither = whole network."""
+        n = len(queries)
+        skus = np.fromiter((self.sku_id(q[0]) for q in queries), np.int64, n)
+        at_node = np.fromiter((q[1] is not None for q in queries), np.bool_, n)
+        statuses = np.empty(n, np.int8)
+        qty = np.empty((n, atp.OUT_COLS), np.int64)
+        if at_node.any():
+            idx = np.flatnonzero(at_node)
+            nodes = np.array([self.node_id(queries[i][1] or "") for i in idx.tolist()], np.int64)
+            statuses[idx], qty[idx] = self.availability_ids(skus[idx], nodes)
+        if not at_node.all():
+            idx = np.flatnonzero(~at_node)
+            groups = np.array(
+                [self.group_id(g) if (g := queries[i][2]) else -1 for i in idx.tolist()], np.int64
+            )
+            statuses[idx], qty[idx] = self.availability_group_ids(skus[idx], groups)
+        return [
+            (LineStatus(s), Quantities(*row))
+            for s, row in zip(statuses.tolist(), qty.tolist(), strict=True)
+        ]
+
+    def get_reservation(self, reservation_id: str) -> ReservationView:
+        r = self._lookup_res(reservation_id)
+        if isinstance(r, Rejection):
+            raise EngineError(r)
+        return self._view(r)
+
+    def transfer(self, transfer_id: str) -> TransferResult:
+        t = self._transfer_lookup(transfer_id)
+        if isinstance(t, Rejection):
+            raise EngineError(t)
+        return self._transfer_result(transfer_id, t, False)
+
+    def stats(self) -> dict[str, int]:
+        ctr = self._ctr
+        return {
+            "positions": int(ctr[C_POSITIONS]),
+            "skus": len(self._skus),
+            "nodes": len(self._nodes),
+            "groups": len(self._groups),
+            "reservations_held": int(ctr[C_HELD]),
+            "reservations_remembered": len(self._res_ids),
+            "requests_remembered": len(self._requests),
+            "transfers_remembered": len(self._transfers),
+            "lines_used": int(ctr[C_LINES_USED]),
+            "heap_len": int(ctr[C_HEAP_LEN]),
+            "now_ms": int(ctr[C_NOW_MS]),
+            "array_bytes": sum(a.nbytes for a in self._a.values()),
+        }
+
+    @property
+    def now_ms(self) -> int:
+        return int(self._ctr[C_NOW_MS])
+
+    # --- friendly single-command API -------------------------------------------------------
+
+    def _one(self, now_ms: int, command: Command) -> Any:
+        result = self.apply(now_ms, (command,)).results[0]
+        if isinstance(result, Rejection):
+            raise EngineError(result)
+        return result
+
+    def reserve(
+        self,
+        reservation_id: str,
+        lines: Sequence[Line | tuple[str, str, int]],
+        ttl_ms: int,
+        now_ms: int,
+        *,
+        allow_partial: bool = False,
+        group_id: str = "",
+    ) -> ReservationResult:
+        lines_t = tuple(x if isinstance(x, Line) else Line(*x) for x in lines)
+        return self._one(now_ms, Reserve(reservation_id, lines_t, ttl_ms, allow_partial, group_id))
+
+    def commit(self, reservation_id: str, now_ms: int) -> ReservationResult:
+        return self._one(now_ms, Commit(reservation_id))
+
+    def release(self, reservation_id: str, now_ms: int) -> ReservationResult:
+        return self._one(now_ms, Release(reservation_id))
+
+    def extend(self, reservation_id: str, ttl_ms: int, now_ms: int) -> ReservationResult:
+        return self._one(now_ms, Extend(reservation_id, ttl_ms))
+
+    def fulfil(
+        self,
+        reservation_id: str,
+        now_ms: int,
+        lines: Sequence[Line | tuple[str, str, int]] = (),
+        request_id: str = "",
+    ) -> ReservationResult:
+        lines_t = tuple(x if isinstance(x, Line) else Line(*x) for x in lines)
+        return self._one(now_ms, Fulfil(reservation_id, lines_t, request_id))
+
+    def upsert_nodes(self, nodes: Sequence[NodeSpec], now_ms: int = 0) -> int:
+        return self._one(now_ms, UpsertNodes(tuple(nodes)))
+
+    def upsert_groups(self, groups: Sequence[GroupSpec], now_ms: int = 0) -> int:
+        return self._one(now_ms, UpsertGroups(tuple(groups)))
+
+    # --- state export / import -------------------------------------------------------------
+
+    def export_state(self) -> tuple[dict[str, np.ndarray], bytes]:
+        """The whole state as trimmed arrays plus a msgpack meta blob (for snapshots)."""
+        a = self._a
+        ctr = self._ctr
+        positions = int(ctr[C_POSITIONS])
+        n_skus = len(self._skus)
+        n_nodes = len(self._nodes)
+        n_groups = len(self._groups)
+        arrays = {
+            "qty": a["qty"][:positions],
+            "pos_key": a["pos_key"][:positions],
+            "pos_next": a["pos_next"][:positions],
+            "table": a["table"],
+            "sku_head": a["sku_head"][:n_skus],
+            "sku_known": a["sku_known"][:n_skus],
+            "node_i64": a["node_i64"][:n_nodes],
+            "node_f64": a["node_f64"][:n_nodes],
+            "grp_i64": a["grp_i64"][:n_groups],
+            "member": a["member"][:n_groups, :n_nodes],
+            "res": a["res"][: len(self._res_names)],
+            "ln": a["ln"][: int(ctr[C_LINES_USED])],
+            "heap": a["heap"][: int(ctr[C_HEAP_LEN])],
+            "ctr": ctr,
+        }
+        meta = _Meta(
+            version=FORMAT_VERSION,
+            skus=self._skus.names,
+            nodes=self._nodes.names,
+            node_names=self._node_names,
+            groups=self._groups.names,
+            group_specs=self._group_specs,
+            res_names=self._res_names,
+            res_content=self._res_content,
+            res_free=self._res_free,
+            final=list(self._final),
+            requests=self._requests,
+            transfers=self._transfers,
+            lines_live=self._lines_live,
+        )
+        return arrays, msgspec.msgpack.encode(meta)
+
+    @classmethod
+    def from_state(
+        cls,
+        arrays: dict[str, np.ndarray],
+        meta_bytes: bytes,
+        *,
+        ids_window_ms: int = limits.IDS_WINDOW_MS,
+        ids_remembered_max: int = limits.IDS_REMEMBERED_MAX,
+    ) -> Ledger:
+        meta = msgspec.msgpack.decode(meta_bytes, type=_Meta)
+        if meta.version != FORMAT_VERSION:
+            raise ValueError(f"state format {meta.version} is not {FORMAT_VERSION}")
+        positions = arrays["qty"].shape[0]
+        ledger = cls(
+            positions=max(1024, positions + positions // 4),
+            skus=max(1024, len(meta.skus) + len(meta.skus) // 4),
+            nodes=max(64, len(meta.nodes) + 1),
+            reservations=max(1024, len(meta.res_names) + 1),
+            ids_window_ms=ids_window_ms,
+            ids_remembered_max=ids_remembered_max,
+        )
+        a = ledger._a
+        a["table"] = np.array(arrays["table"], np.int32)
+        ledger._ensure(
+            groups=max(8, arrays["grp_i64"].shape[0]),
+            lines=arrays["ln"].shape[0],
+            heap=arrays["heap"].shape[0],
+        )
+        for name in (
+            "qty",
+            "pos_key",
+            "pos_next",
+            "sku_head",
+            "sku_known",
+            "node_i64",
+            "node_f64",
+            "grp_i64",
+            "res",
+            "ln",
+            "heap",
+            "ctr",
+        ):
+            src = arrays[name]
+            assert a[name].shape[0] >= src.shape[0], name
+            a[name][: src.shape[0]] = src
+        m = arrays["member"]
+        a["member"][: m.shape[0], : m.shape[1]] = m
+        ledger._set_arrays(a)
+        ledger._skus = _Names(meta.skus)
+        ledger._nodes = _Names(meta.nodes)
+        ledger._node_names = list(meta.node_names)
+        ledger._groups = _Names(meta.groups)
+        ledger._group_specs = list(meta.group_specs)
+        ledger._res_names = list(meta.res_names)
+        ledger._res_content = list(meta.res_content)
+        ledger._res_ids = {name: r for r, name in enumerate(meta.res_names) if name is not None}
+        ledger._res_free = list(meta.res_free)
+        ledger._final = deque(tuple(x) for x in meta.final)  # type: ignore[misc]
+        ledger._requests = {k: (v[0], v[1]) for k, v in meta.requests.items()}
+        ledger._transfers = dict(meta.transfers)
+        ledger._lines_live = meta.lines_live
+        return ledger
+
+
+def _magnitude(sign_on_hand: int, sign_unavailable: int) -> Callable[[int], tuple[int, int, int]]:
+    return lambda d: (sign_on_hand * abs(d), sign_unavailable * abs(d), 0)
+
+
+# (d_on_hand, d_unavailable, d_inbound) for each reason, from the request's delta.
+_ADJUST_DELTAS: dict[int, Callable[[int], tuple[int, int, int]]] = {
+    AdjustReason.RECEIPT: _magnitude(1, 0),
+    AdjustReason.SALE: _magnitude(-1, 0),
+    AdjustReason.RETURN: _magnitude(1, 0),
+    AdjustReason.DAMAGE: _magnitude(0, 1),
+    AdjustReason.CORRECTION: lambda d: (d, 0, 0),
+    AdjustReason.RETURN_TO_INSPECTION: _magnitude(1, 1),
+}
+_MOVE_DELTAS: dict[int, Callable[[int], tuple[int, int, int]]] = {
+    MoveKind.TO_UNAVAILABLE: _magnitude(0, 1),
+    MoveKind.TO_SELLABLE: _magnitude(0, -1),
+    MoveKind.WRITE_OFF: _magnitude(-1, -1),
+}

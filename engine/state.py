@@ -1,0 +1,153 @@
+"""The ledger's memory: a numba StructRef holding every array, and the column layouts.
+
+All state lives in a handful of numpy arrays (structure of arrays; the per-position quantities are
+one 64-byte row so a lookup touches one cache line). Kernels receive the whole `State` as a single
+argument, which keeps numba's per-call dispatch cost flat however many arrays a kernel reads
+(about 0.8 µs instead of ~3 µs for twenty separate array arguments).
+
+Column numbers are module constants; numba freezes them into the kernels at compile time.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import types
+from numba.experimental import structref
+
+from engine.codes import Bucket
+
+__all__ = ["State", "StateArrays", "new_arrays", "FIELDS"]
+
+# Per-position quantity row (see codes.Bucket).
+ON_HAND = int(Bucket.ON_HAND)
+RESERVED = int(Bucket.RESERVED)
+ALLOCATED = int(Bucket.ALLOCATED)
+SAFETY = int(Bucket.SAFETY_STOCK)
+UNAVAILABLE = int(Bucket.UNAVAILABLE)
+INBOUND = int(Bucket.INBOUND)
+BACKORDER = int(Bucket.BACKORDER_LIMIT)
+SOURCE_SEQ = int(Bucket.SOURCE_SEQ)
+QTY_COLS = 8
+
+# Node attribute columns (int64) and coordinates (float64: lat, lon in degrees).
+N_REGISTERED = 0
+N_ENABLED = 1
+N_TYPE = 2
+N_PICKUP = 3
+N_SHIP = 4
+N_PRIORITY = 5
+N_CAPACITY_DAILY = 6  # 0 = unlimited
+N_CAPACITY_USED = 7  # units committed on N_CAPACITY_DAY
+N_CAPACITY_DAY = 8  # day number (batch clock ms // 86_400_000) N_CAPACITY_USED counts for
+NODE_COLS = 9
+
+# Group columns.
+G_DEFINED = 0
+G_BUFFER_UNITS = 1
+G_BUFFER_BP = 2  # buffer as basis points of on_hand (1 % = 100 bp), rounded up per position
+GROUP_COLS = 3
+
+# Reservation record columns.
+R_STATE = 0
+R_EXPIRES_MS = 1
+R_LINE_START = 2
+R_LINE_COUNT = 3
+R_GROUP = 4  # -1: no group
+R_CREATED_MS = 5
+R_TERMINAL_MS = 6  # when the reservation reached a final state (idempotency window start)
+R_ALLOW_PARTIAL = 7
+RES_COLS = 8
+
+# Reservation line columns (the line arena).
+L_SLOT = 0  # position slot, -1 if the line never matched one
+L_SKU = 1
+L_NODE = 2
+L_QTY = 3  # units asked
+L_HELD = 4  # units currently reserved or allocated for this line
+L_FULFILLED = 5
+L_STATUS = 6
+L_GRANTED = 7  # units the reserve granted (L_HELD falls as units are fulfilled or released)
+LINE_COLS = 8
+
+# Expiry heap entries: (expires_ms, reservation index); stale entries are skipped lazily.
+H_EXPIRES_MS = 0
+H_RES = 1
+
+# Counters (int64 vector).
+C_POSITIONS = 0
+C_LINES_USED = 1
+C_HEAP_LEN = 2
+C_HELD = 3  # reservations in state HELD
+C_EXPIRED_OUT = 4  # entries written to `expired_out` by the last expire call
+C_NOW_MS = 5  # the latest batch clock the ledger has seen
+COUNTERS = 8
+
+EMPTY = -1
+
+FIELDS: tuple[str, ...] = (
+    "qty",
+    "pos_key",
+    "pos_next",
+    "table",
+    "sku_head",
+    "sku_known",
+    "node_i64",
+    "node_f64",
+    "grp_i64",
+    "member",
+    "res",
+    "ln",
+    "heap",
+    "ctr",
+    "expired_out",
+)
+
+
+@structref.register
+class StateType(types.StructRef):
+    def preprocess_fields(self, fields):
+        return tuple((name, types.unliteral(typ)) for name, typ in fields)
+
+
+class State(structref.StructRefProxy):
+    """Opaque handle passed to kernels. Python keeps its own references to the same arrays."""
+
+
+structref.define_proxy(State, StateType, list(FIELDS))
+
+StateArrays = dict[str, np.ndarray]
+
+
+def new_arrays(
+    positions: int = 1024,
+    skus: int = 1024,
+    nodes: int = 64,
+    groups: int = 8,
+    reservations: int = 1024,
+    lines: int = 4096,
+) -> StateArrays:
+    """Empty arrays with room for the given counts (they grow on demand)."""
+    table_size = 1 << max(4, int(2 * positions - 1).bit_length())
+    node_i64 = np.zeros((nodes, NODE_COLS), np.int64)
+    res = np.zeros((reservations, RES_COLS), np.int64)
+    return {
+        "qty": np.zeros((positions, QTY_COLS), np.int64),
+        "pos_key": np.full(positions, EMPTY, np.int64),
+        "pos_next": np.full(positions, EMPTY, np.int32),
+        "table": np.full(table_size, EMPTY, np.int32),
+        "sku_head": np.full(skus, EMPTY, np.int32),
+        "sku_known": np.zeros(skus, np.int8),
+        "node_i64": node_i64,
+        "node_f64": np.zeros((nodes, 2), np.float64),
+        "grp_i64": np.zeros((groups, GROUP_COLS), np.int64),
+        "member": np.zeros((groups, nodes), np.uint8),
+        "res": res,
+        "ln": np.zeros((lines, LINE_COLS), np.int64),
+        "heap": np.zeros((max(16, reservations), 2), np.int64),
+        "ctr": np.zeros(COUNTERS, np.int64),
+        "expired_out": np.zeros(max(16, reservations), np.int64),
+    }
+
+
+def make_state(arrays: StateArrays) -> State:
+    return State(*(arrays[name] for name in FIELDS))
