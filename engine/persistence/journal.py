@@ -559,4 +559,3 @@ def _truncate(path: Path, size_bytes: int, sync: bool) -> None:
             _fdatasync(fd)
     finally:
         os.close(fd)
-

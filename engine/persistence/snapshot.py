@@ -338,7 +338,11 @@ class FileSnapshotStore:
             specs.append(ArrayHeader(name, array.dtype.str, array.shape, array.nbytes, crc))
         header = _header_encoder.encode(
             SnapshotHeader(
-                FORMAT_VERSION, journal_seq, created_at_ms, len(meta), zlib.crc32(meta),
+                FORMAT_VERSION,
+                journal_seq,
+                created_at_ms,
+                len(meta),
+                zlib.crc32(meta),
                 tuple(specs),
             )
         )
@@ -521,8 +525,13 @@ class RedisSnapshotStore:
             specs.append(ArrayHeader(name, array.dtype.str, array.shape, array.nbytes, crc))
         header = _header_encoder.encode(
             SnapshotHeader(
-                FORMAT_VERSION, journal_seq, created_at_ms, len(meta), zlib.crc32(meta),
-                tuple(specs), self._chunk_bytes,
+                FORMAT_VERSION,
+                journal_seq,
+                created_at_ms,
+                len(meta),
+                zlib.crc32(meta),
+                tuple(specs),
+                self._chunk_bytes,
             )
         )
         header_value = _REDIS_HEADER_PREFIX.pack(FILE_MAGIC, zlib.crc32(header)) + header
