@@ -1,0 +1,44 @@
+"""Server configuration: one frozen Struct, filled from CLI flags or OMNISTOCK_* variables.
+
+Every limit the server enforces is a named field here (defaults in `server.limits`-style
+constants below), so tests and operators can see and change them in one place.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+__all__ = ["ServerConfig", "Durability"]
+
+Durability = Literal["sync", "async", "none"]
+
+# Defaults: limits the server applies at the edge.
+MESSAGE_BYTES_MAX = 16 * 1024 * 1024
+CONCURRENT_RPCS_MAX = 1_024
+QUEUE_COMMANDS_MAX = 65_536  # commands waiting for the sequencer; past this: RESOURCE_EXHAUSTED
+SNAPSHOT_INTERVAL_S = 300.0
+SNAPSHOT_JOURNAL_ENTRIES = 1_000_000
+ASYNC_FSYNC_INTERVAL_MS = 5
+SHUTDOWN_GRACE_S = 10.0
+
+
+class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    listen: str = "127.0.0.1:50051"
+    data_dir: str = "./data"
+    redis_url: str = ""  # snapshots (and, later, streams) in Redis instead of data_dir
+    durability: Durability = "sync"
+    metrics_listen: str = ""  # "" = no metrics endpoint
+    tokens_file: str = ""  # "" = auth off (then the server only binds to loopback)
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""  # set = mTLS (clients must present a cert signed by this CA)
+    message_bytes_max: int = MESSAGE_BYTES_MAX
+    concurrent_rpcs_max: int = CONCURRENT_RPCS_MAX
+    queue_commands_max: int = QUEUE_COMMANDS_MAX
+    snapshot_interval_s: float = SNAPSHOT_INTERVAL_S
+    snapshot_journal_entries: int = SNAPSHOT_JOURNAL_ENTRIES
+    async_fsync_interval_ms: int = ASYNC_FSYNC_INTERVAL_MS
+    shutdown_grace_s: float = SHUTDOWN_GRACE_S
+    replica_of: str = ""  # issue 6: a replica tails this primary's Redis
