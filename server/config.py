@@ -22,6 +22,8 @@ SNAPSHOT_INTERVAL_S = 300.0
 SNAPSHOT_JOURNAL_ENTRIES = 1_000_000
 ASYNC_FSYNC_INTERVAL_MS = 5
 SHUTDOWN_GRACE_S = 10.0
+STORE_WAIT_S = 10.0  # at start, how long to wait for an unreachable snapshot store
+JOURNAL_SEGMENT_BYTES = 64 * 1024 * 1024
 
 
 class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -41,4 +43,8 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     snapshot_journal_entries: int = SNAPSHOT_JOURNAL_ENTRIES
     async_fsync_interval_ms: int = ASYNC_FSYNC_INTERVAL_MS
     shutdown_grace_s: float = SHUTDOWN_GRACE_S
+    redis_prefix: str = "omnistock"  # key prefix of the Redis snapshot store (one writer each)
+    store_wait_s: float = STORE_WAIT_S
+    journal_segment_bytes: int = JOURNAL_SEGMENT_BYTES
+    log_level: str = "INFO"
     replica_of: str = ""  # issue 6: a replica tails this primary's Redis

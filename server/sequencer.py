@@ -1,0 +1,433 @@
+"""The sequencer: the single writer between the servicers and the engine (DESIGN §2).
+
+Servicers `await submit(command)` (or `submit_many`). Commands wait in one bounded queue; the
+writer task takes everything that is waiting (no artificial wait), stamps it with the batch time,
+applies it with `Ledger.apply`, appends it to the journal, commits per durability mode (in `sync`
+mode one fsync per batch, run in a thread so the loop keeps serving reads), and only then
+resolves the callers' futures. Under load the batches grow, which is how throughput scales while
+latency stays flat.
+
+The writer also wakes on its own when the earliest hold is due, so holds expire on time without
+traffic (that tick is an empty batch and is journaled: it changes state), and between batches it
+lets the snapshotter copy a consistent state.
+
+Failures are exceptions of one family (`SequencerError`) whose `code` is the gRPC status name the
+servicer should answer with. A crash of the engine or the journal is a bug or a broken disk: the
+batch's callers get INTERNAL and the sequencer refuses every later write, because the in-memory
+state may be half applied or ahead of the journal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import msgspec
+
+from engine import limits
+from engine.commands import Batch, Command
+from engine.ledger import Ledger, Outcome
+from engine.persistence import ENTRY_BYTES_MAX, Journal
+
+__all__ = [
+    "BATCH_COMMANDS_MAX",
+    "BATCH_LINES_MAX",
+    "DeadlineExceeded",
+    "NotReady",
+    "Overloaded",
+    "RequestTooLarge",
+    "Sequencer",
+    "SequencerError",
+    "SequencerFailed",
+    "SequencerStats",
+    "ShuttingDown",
+]
+
+log = logging.getLogger("omnistock.sequencer")
+
+# One batch carries at most this many lines and commands. Bounding both keeps a journal entry
+# well under ENTRY_BYTES_MAX (a line is at most two ids plus a few integers) and bounds the
+# time the loop spends in one kernel call.
+BATCH_LINES_MAX = 50_000
+BATCH_COMMANDS_MAX = 16_384
+_LINE_BYTES_MAX = 2 * limits.ID_BYTES_MAX + 32
+_COMMAND_BYTES_MAX = 3 * limits.ID_BYTES_MAX + 64
+assert BATCH_LINES_MAX <= limits.BATCH_LINES_MAX
+assert limits.REQUEST_LINES_MAX <= BATCH_LINES_MAX
+assert BATCH_LINES_MAX * _LINE_BYTES_MAX + BATCH_COMMANDS_MAX * _COMMAND_BYTES_MAX < ENTRY_BYTES_MAX
+
+
+class SequencerError(Exception):
+    """A write was not applied. `code` names the gRPC status, `reason` the ErrorInfo reason."""
+
+    code = "INTERNAL"
+    reason = "INTERNAL"
+
+
+class Overloaded(SequencerError):
+    code = "RESOURCE_EXHAUSTED"
+    reason = "OVERLOADED"
+
+
+class DeadlineExceeded(SequencerError):
+    code = "DEADLINE_EXCEEDED"
+    reason = "DEADLINE_EXCEEDED"
+
+
+class ShuttingDown(SequencerError):
+    code = "UNAVAILABLE"
+    reason = "NOT_SERVING"
+
+
+class NotReady(SequencerError):
+    code = "UNAVAILABLE"
+    reason = "NOT_SERVING"
+
+
+class RequestTooLarge(SequencerError):
+    code = "INVALID_ARGUMENT"
+    reason = "TOO_MANY_LINES"
+
+
+class SequencerFailed(SequencerError):
+    """The engine or the journal failed; writes are stopped until a restart recovers."""
+
+    code = "INTERNAL"
+    reason = "INTERNAL"
+
+
+class _Metrics(Protocol):
+    def observe_batch(self, commands: int, seconds: float) -> None: ...
+
+    def observe_fsync(self, seconds: float) -> None: ...
+
+
+class _BetweenBatches(Protocol):
+    """The snapshotter's hooks, called by the writer where the state is consistent."""
+
+    def poll(self, ledger: Ledger, journal_seq: int) -> None: ...
+
+    def next_due_monotonic(self, journal_seq: int) -> float | None: ...
+
+
+@dataclass(slots=True)
+class SequencerStats:
+    batches: int
+    commands: int
+    ticks: int
+    batch_commands_last: int
+    batch_commands_max: int
+    queued_commands: int
+    dropped_deadline: int
+    overloaded: int
+    failed: bool
+
+
+class _Item:
+    __slots__ = ("commands", "future", "deadline", "single", "lines")
+
+    def __init__(
+        self,
+        commands: Sequence[Command],
+        future: asyncio.Future[Any],
+        deadline: float | None,
+        single: bool,
+    ) -> None:
+        self.commands = commands
+        self.future = future
+        self.deadline = deadline  # loop.time() after which the caller no longer waits
+        self.single = single
+        self.lines = sum(_lines(c) for c in commands)
+
+
+def _lines(command: Command) -> int:
+    """Lines a command carries (its repeated field), at least 1."""
+    for name in ("lines", "adjustments", "counts", "settings", "moves", "nodes", "groups"):
+        items = getattr(command, name, None)
+        if items is not None:
+            return max(1, len(items))
+    return 1
+
+
+def _wall_clock_ms() -> int:
+    return int(time.time() * 1000)
+
+
+_encode = msgspec.msgpack.Encoder().encode
+
+
+class Sequencer:
+    """Single writer: one queue in, one batch at a time through the ledger and the journal."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        journal: Journal,
+        *,
+        queue_commands_max: int,
+        clock_ms: Callable[[], int] = _wall_clock_ms,
+        metrics: _Metrics | None = None,
+        snapshotter: _BetweenBatches | None = None,
+        on_failure: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        assert queue_commands_max >= 1
+        self.ledger = ledger
+        self.journal = journal
+        self._queue_commands_max = queue_commands_max
+        self._clock_ms = clock_ms
+        self._metrics = metrics
+        self._snapshotter = snapshotter
+        self._on_failure = on_failure
+        self._pending: deque[_Item] = deque()
+        self._queued_commands = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._failure: BaseException | None = None
+        self._sync = journal.durability == "sync"
+        # fsync gets its own thread so a snapshot write in the default pool never delays it.
+        self._fsync_pool = concurrent.futures.ThreadPoolExecutor(1, "omnistock-fsync")
+        self._batches = 0
+        self._commands = 0
+        self._ticks = 0
+        self._batch_last = 0
+        self._batch_max = 0
+        self._dropped = 0
+        self._overloaded = 0
+
+    # --- public API --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        assert self._task is None, "already started"
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="sequencer")
+
+    @property
+    def failed(self) -> BaseException | None:
+        return self._failure
+
+    @property
+    def journal_seq(self) -> int:
+        return self.journal.last_seq
+
+    async def submit(self, command: Command, *, timeout_s: float | None = None) -> Outcome:
+        """Apply one command durably; its outcome (a result or a `Rejection` value)."""
+        future = self._enqueue((command,), timeout_s, single=True)
+        return await future
+
+    async def submit_many(
+        self, commands: Sequence[Command], *, timeout_s: float | None = None
+    ) -> list[Outcome]:
+        """Apply commands contiguously in one batch, in order; their outcomes, in order."""
+        if not commands:
+            return []
+        future = self._enqueue(tuple(commands), timeout_s, single=False)
+        return await future
+
+    async def close(self) -> None:
+        """Refuse new writes, apply everything already queued, stop the writer."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            try:
+                await self._task
+            finally:
+                self._task = None
+        for item in self._pending:
+            _fail(item, ShuttingDown("the server is shutting down"))
+        self._pending.clear()
+        self._fsync_pool.shutdown(wait=True)
+
+    def stats(self) -> SequencerStats:
+        return SequencerStats(
+            batches=self._batches,
+            commands=self._commands,
+            ticks=self._ticks,
+            batch_commands_last=self._batch_last,
+            batch_commands_max=self._batch_max,
+            queued_commands=self._queued_commands,
+            dropped_deadline=self._dropped,
+            overloaded=self._overloaded,
+            failed=self._failure is not None,
+        )
+
+    def wake(self) -> None:
+        """Make the writer look at its timers and the snapshotter now (e.g. a snapshot request)."""
+        self._wake.set()
+
+    # --- queue -------------------------------------------------------------------------------
+
+    def _enqueue(
+        self, commands: Sequence[Command], timeout_s: float | None, *, single: bool
+    ) -> asyncio.Future[Any]:
+        if self._failure is not None:
+            raise SequencerFailed(f"writes are stopped after an internal error: {self._failure}")
+        if self._closing:
+            raise ShuttingDown("the server is shutting down")
+        if self._task is None:
+            raise NotReady("the server is still recovering")
+        count = len(commands)
+        if self._queued_commands + count > self._queue_commands_max:
+            self._overloaded += 1
+            raise Overloaded(
+                f"write queue is full ({self._queued_commands} of "
+                f"{self._queue_commands_max} commands waiting); retry with backoff"
+            )
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout_s is None else loop.time() + timeout_s
+        future: asyncio.Future[Any] = loop.create_future()
+        self._pending.append(_Item(commands, future, deadline, single))
+        self._queued_commands += count
+        if not self._wake.is_set():
+            self._wake.set()
+        return future
+
+    def _take(self) -> list[_Item]:
+        """Everything waiting, up to one batch's worth; drops callers that gave up."""
+        items: list[_Item] = []
+        lines = 0
+        commands = 0
+        now = asyncio.get_running_loop().time()
+        pending = self._pending
+        while pending:
+            item = pending[0]
+            n = len(item.commands)
+            if items and (
+                lines + item.lines > BATCH_LINES_MAX or commands + n > BATCH_COMMANDS_MAX
+            ):
+                break
+            pending.popleft()
+            self._queued_commands -= n
+            if item.future.done():  # cancelled by the caller (its RPC was cancelled)
+                self._dropped += 1
+                continue
+            if item.deadline is not None and now > item.deadline:
+                self._dropped += 1
+                _fail(item, DeadlineExceeded("deadline passed before the write was applied"))
+                continue
+            items.append(item)
+            lines += item.lines
+            commands += n
+        return items
+
+    # --- the writer --------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._pending:
+                if self._closing:
+                    return
+                await self._idle(loop)
+            items = self._take()
+            now_ms = self._clock_ms()
+            due = self.ledger.next_expiry_ms()
+            tick = due is not None and due <= now_ms
+            if (items or tick) and not await self._write(loop, now_ms, items):
+                return
+            if self._snapshotter is not None:
+                self._snapshotter.poll(self.ledger, self.journal.last_seq)
+
+    async def _idle(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Sleep until a command arrives, the earliest hold is due or a snapshot is due."""
+        wake_at: float | None = None
+        due_ms = self.ledger.next_expiry_ms()
+        if due_ms is not None:
+            wake_at = loop.time() + max(0, due_ms - self._clock_ms()) / 1000.0
+        if self._snapshotter is not None:
+            snap_at = self._snapshotter.next_due_monotonic(self.journal.last_seq)
+            if snap_at is not None:
+                snap_at = loop.time() + max(0.0, snap_at - time.monotonic())
+                wake_at = snap_at if wake_at is None else min(wake_at, snap_at)
+        self._wake.clear()
+        timer = None if wake_at is None else loop.call_at(wake_at, self._wake.set)
+        try:
+            await self._wake.wait()
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    async def _write(
+        self, loop: asyncio.AbstractEventLoop, now_ms: int, items: list[_Item]
+    ) -> bool:
+        """Apply, journal and answer one batch; False if writes must stop."""
+        commands: list[Command] = []
+        for item in items:
+            commands.extend(item.commands)
+        batch = Batch(now_ms, tuple(commands))
+        payload = _encode(batch)
+        if len(payload) > ENTRY_BYTES_MAX:
+            # Only reachable with pathological content; split and retry the halves.
+            return await self._split(loop, now_ms, items)
+        started = time.perf_counter()
+        try:
+            outcome = self.ledger.apply_batch(batch)
+        except Exception as exc:  # a bug: the state may be half applied
+            self._stop_writes(items, exc, "the engine failed applying a batch")
+            return False
+        assert len(outcome.results) == len(commands)
+        try:
+            self.journal.append(payload)
+            if self._sync:
+                fsync_started = time.perf_counter()
+                await loop.run_in_executor(self._fsync_pool, self.journal.commit)
+                if self._metrics is not None:
+                    self._metrics.observe_fsync(time.perf_counter() - fsync_started)
+            else:
+                self.journal.commit()
+        except Exception as exc:  # the disk failed: the state is ahead of the journal
+            self._stop_writes(items, exc, "the journal failed")
+            return False
+        elapsed = time.perf_counter() - started
+        self._batches += 1
+        self._commands += len(commands)
+        self._batch_last = len(commands)
+        self._batch_max = max(self._batch_max, len(commands))
+        if not commands:
+            self._ticks += 1
+        if self._metrics is not None:
+            self._metrics.observe_batch(len(commands), elapsed)
+        results = outcome.results
+        offset = 0
+        for item in items:
+            n = len(item.commands)
+            if not item.future.done():
+                item.future.set_result(
+                    results[offset] if item.single else results[offset : offset + n]
+                )
+            offset += n
+        return True
+
+    async def _split(
+        self, loop: asyncio.AbstractEventLoop, now_ms: int, items: list[_Item]
+    ) -> bool:
+        if len(items) == 1:
+            _fail(items[0], RequestTooLarge("the request encodes to more than a journal entry"))
+            return True
+        half = len(items) // 2
+        return await self._write(loop, now_ms, items[:half]) and await self._write(
+            loop, now_ms, items[half:]
+        )
+
+    def _stop_writes(self, items: list[_Item], exc: BaseException, what: str) -> None:
+        log.critical("%s; writes are stopped until a restart recovers: %r", what, exc, exc_info=exc)
+        self._failure = exc
+        error = SequencerFailed(f"{what}: {type(exc).__name__}: {exc}")
+        for item in items:
+            _fail(item, error)
+        for item in self._pending:
+            _fail(item, error)
+        self._pending.clear()
+        self._queued_commands = 0
+        if self._on_failure is not None:
+            self._on_failure(exc)
+
+
+def _fail(item: _Item, error: SequencerError) -> None:
+    if not item.future.done():
+        item.future.set_exception(error)

@@ -1,0 +1,205 @@
+"""The sequencer: coalescing, bounded queue, expiry wake-up, one journal entry per batch, and a
+stop on engine failure. Runs against a real Journal in a tmp dir; no gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from engine.codes import ReservationState
+from engine.commands import (
+    Batch,
+    Commit,
+    Line,
+    NodeSpec,
+    Reserve,
+    SetOnHand,
+    StockCount,
+    UpsertNodes,
+)
+from engine.errors import Rejection
+from engine.ledger import Ledger
+from engine.persistence import Journal
+from server.sequencer import (
+    DeadlineExceeded,
+    NotReady,
+    Overloaded,
+    Sequencer,
+    SequencerFailed,
+    ShuttingDown,
+)
+
+_decode = msgspec.msgpack.Decoder(Batch).decode
+
+
+def _entries(journal: Journal) -> list[Batch]:
+    return [_decode(payload) for _, payload in journal.replay(0)]
+
+
+@pytest.fixture
+def journal(tmp_path: Path):
+    with Journal.open(tmp_path / "journal", "sync") as j:
+        yield j
+
+
+async def _started(ledger: Ledger, journal: Journal, **kwargs) -> Sequencer:
+    seq = Sequencer(ledger, journal, queue_commands_max=kwargs.pop("queue", 10_000), **kwargs)
+    seq.start()
+    await seq.submit(UpsertNodes((NodeSpec("n1"),)))
+    await seq.submit(SetOnHand("soh", (StockCount("sku", "n1", 1_000, 1),)))
+    return seq
+
+
+async def test_not_ready_before_start(journal: Journal) -> None:
+    seq = Sequencer(Ledger(), journal, queue_commands_max=10)
+    with pytest.raises(NotReady):
+        await seq.submit(Commit("x"))
+
+
+async def test_concurrent_submits_coalesce_and_answer_in_order(journal: Journal) -> None:
+    seq = await _started(Ledger(), journal)
+    before = seq.stats().batches
+
+    async def caller(k: int) -> list[object]:
+        first = await seq.submit(Reserve(f"r{k}", (Line("sku", "n1", 1),), 60_000))
+        rest = await seq.submit_many([Commit(f"r{k}"), Commit("nope"), Commit(f"r{k}")])
+        return [first, *rest]
+
+    results = await asyncio.gather(*(caller(k) for k in range(200)))
+    for k, (reserved, committed, missing, again) in enumerate(results):
+        assert reserved.reservation.reservation_id == f"r{k}"
+        assert reserved.reservation.state == ReservationState.HELD
+        assert committed.reservation.state == ReservationState.COMMITTED
+        assert not committed.replayed and again.replayed
+        assert isinstance(missing, Rejection) and missing.code == "NOT_FOUND"
+    stats = seq.stats()
+    batches = stats.batches - before
+    # 400 submits from 200 concurrent callers: the writer takes what waits, so far fewer batches.
+    assert batches <= 40, batches
+    assert stats.batch_commands_max >= 50
+    # One journal entry per batch, and the submit_many commands stayed contiguous.
+    entries = _entries(journal)
+    assert len(entries) == stats.batches
+    for entry in entries:
+        kinds = [type(c).__name__ for c in entry.commands]
+        for i, kind in enumerate(kinds):
+            if kind == "Commit" and entry.commands[i].reservation_id == "nope":
+                assert kinds[i - 1] == kinds[i + 1] == "Commit"
+    await seq.close()
+
+
+async def test_full_queue_is_overloaded_immediately(journal: Journal) -> None:
+    seq = await _started(Ledger(), journal, queue=8)
+    # Without yielding to the writer the queue fills: the 9th command is refused at once.
+    futures = [asyncio.ensure_future(seq.submit(Commit(f"x{k}"))) for k in range(8)]
+    await asyncio.sleep(0)  # let the submits enqueue; the writer has not run yet
+    started = time.monotonic()
+    with pytest.raises(Overloaded) as info:
+        await seq.submit_many([Commit("a"), Commit("b")])
+    assert time.monotonic() - started < 0.05
+    assert info.value.code == "RESOURCE_EXHAUSTED"
+    assert all(isinstance(r, Rejection) for r in await asyncio.gather(*futures))
+    assert seq.stats().overloaded == 1
+    # Drained: accepted again.
+    assert isinstance(await seq.submit(Commit("c")), Rejection)
+    await seq.close()
+
+
+async def test_expired_deadline_is_dropped_not_applied(journal: Journal) -> None:
+    seq = await _started(Ledger(), journal)
+    with pytest.raises(DeadlineExceeded):
+        await seq.submit(Reserve("late", (Line("sku", "n1", 1),), 60_000), timeout_s=-1.0)
+    with pytest.raises(Exception, match="RESERVATION_NOT_FOUND|no such"):
+        seq.ledger.get_reservation("late")
+    await seq.close()
+
+
+async def test_holds_expire_without_traffic(journal: Journal) -> None:
+    clock = {"ms": 1_000_000}
+    ledger = Ledger()
+    seq = await _started(ledger, journal, clock_ms=lambda: clock["ms"])
+    result = await seq.submit(Reserve("r", (Line("sku", "n1", 5),), 1_000))
+    assert result.reservation.state == ReservationState.HELD
+    entries_before = len(_entries(journal))
+    # Time passes (the injected clock) and nobody calls: the writer wakes at the expiry itself.
+    clock["ms"] += 1_000
+    deadline = time.monotonic() + 3.0
+    while ledger.get_reservation("r").state == ReservationState.HELD:
+        assert time.monotonic() < deadline, "the hold did not expire"
+        await asyncio.sleep(0.01)
+    assert ledger.get_reservation("r").state == ReservationState.EXPIRED
+    # The tick was an empty batch, journaled (replay must expire the hold at the same time).
+    entries = _entries(journal)
+    assert len(entries) == entries_before + 1
+    assert entries[-1].commands == () and entries[-1].now_ms == clock["ms"]
+    assert seq.stats().ticks == 1
+    await seq.close()
+
+
+async def test_wall_clock_expiry_wakes_the_writer(journal: Journal) -> None:
+    ledger = Ledger()
+    seq = await _started(ledger, journal)
+    await seq.submit(Reserve("r", (Line("sku", "n1", 5),), 1_000))  # TTL_MS_MIN
+    await asyncio.sleep(1.3)
+    assert ledger.get_reservation("r").state == ReservationState.EXPIRED
+    await seq.close()
+
+
+async def test_engine_exception_fails_batch_and_stops_writes(
+    journal: Journal, caplog: pytest.LogCaptureFixture
+) -> None:
+    ledger = Ledger()
+    failures: list[BaseException] = []
+    seq = await _started(ledger, journal, on_failure=failures.append)
+    entries_before = len(_entries(journal))
+
+    def broken(batch: Batch) -> None:
+        raise RuntimeError("kernel bug")
+
+    ledger.apply_batch = broken  # type: ignore[method-assign]
+    with pytest.raises(SequencerFailed) as info:
+        await seq.submit(Commit("x"))
+    assert info.value.code == "INTERNAL"
+    assert len(failures) == 1 and "kernel bug" in str(failures[0])
+    with pytest.raises(SequencerFailed):
+        await seq.submit(Commit("y"))
+    assert len(_entries(journal)) == entries_before  # the failed batch was never journaled
+    assert seq.stats().failed
+    assert any("writes are stopped" in r.getMessage() for r in caplog.records)
+    await seq.close()
+
+
+async def test_close_drains_then_refuses(journal: Journal) -> None:
+    seq = await _started(Ledger(), journal)
+    pending = asyncio.ensure_future(seq.submit(Reserve("r", (Line("sku", "n1", 1),), 60_000)))
+    await asyncio.sleep(0)
+    await seq.close()
+    assert (await pending).reservation.state == ReservationState.HELD
+    with pytest.raises(ShuttingDown):
+        await seq.submit(Commit("r"))
+
+
+async def test_sync_throughput_figure(journal: Journal, capsys: pytest.CaptureFixture[str]) -> None:
+    """Prints reserves/s through the sequencer in sync mode (a figure, not an assertion)."""
+    seq = await _started(Ledger(), journal)
+    count = 4_000
+    started = time.perf_counter()
+
+    async def client(c: int) -> None:
+        for k in range(count // 64):
+            await seq.submit(Reserve(f"t{c}-{k}", (Line("sku", "n1", 1),), 60_000))
+
+    await seq.submit(SetOnHand("more", (StockCount("sku", "n1", 100_000, 2),)))
+    await asyncio.gather(*(client(c) for c in range(64)))
+    elapsed = time.perf_counter() - started
+    stats = seq.stats()
+    with capsys.disabled():
+        print(
+            f"\nsequencer sync mode: {count / elapsed:,.0f} reserves/s, 64 concurrent callers, "
+            f"{stats.batches} batches (max {stats.batch_commands_max} commands)"
+        )
+    await seq.close()
