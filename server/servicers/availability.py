@@ -1,0 +1,175 @@
+"""AvailabilityService: reads straight from the ledger (no sequencer round trip).
+
+Reads run on the event loop between batches, so each answer sees every batch applied before it.
+Columnar requests become numpy id arrays (one dict lookup per line to intern the strings) and go
+to the availability kernels in one call.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+import numpy as np
+
+from engine.codes import LineStatus
+from omnistock.v1 import availability_pb2, availability_pb2_grpc
+from server.convert import (
+    abort_status,
+    check_count,
+    check_id,
+    check_ids,
+    check_same_length,
+    quantities_pb,
+    raise_invalid,
+    streaming,
+    unary,
+)
+
+__all__ = ["AvailabilityServicer", "journal_seq"]
+
+_ZERO = (0, 0, 0, 0, 0, 0, 0)
+# Quantities columns as the kernels return them (the wire's order).
+_ON_HAND, _RESERVED, _ALLOCATED, _SAFETY, _UNAVAILABLE, _INBOUND, _AVAILABLE = range(7)
+_GROUP_NETWORK = -1
+
+
+def journal_seq(app: Any) -> int:
+    seq = getattr(getattr(app, "sequencer", None), "journal_seq", 0)
+    return int(seq) if isinstance(seq, int) else 0
+
+
+def read_columns(
+    ledger: Any, skus: list[str], node_ids: list[str], group_ids: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Statuses int8[n] and quantities int64[n, 7] for columnar queries. `node_ids` and
+    `group_ids` are empty or as long as `skus`; "" at i = not this scope; neither = network."""
+    n = len(skus)
+    sku_ids = np.fromiter(map(ledger.sku_id, skus), np.int64, n)
+    has_node = np.fromiter(map(bool, node_ids), np.bool_, n) if node_ids else np.zeros(n, bool)
+    has_group = np.fromiter(map(bool, group_ids), np.bool_, n) if group_ids else np.zeros(n, bool)
+    both = has_node & has_group
+    if both.any():
+        i = int(np.flatnonzero(both)[0])
+        raise_invalid(f"group_ids[{i}]", "a query has a node_id or a group_id, not both")
+    statuses = np.empty(n, np.int8)
+    qty = np.empty((n, 7), np.int64)
+    if has_node.all():
+        node_ids_arr = np.fromiter(map(ledger.node_id, node_ids), np.int64, n)
+        statuses, qty = ledger.availability_ids(sku_ids, node_ids_arr)
+    else:
+        if has_node.any():
+            idx = np.flatnonzero(has_node)
+            nodes = np.fromiter(map(ledger.node_id, (node_ids[i] for i in idx.tolist())), np.int64)
+            statuses[idx], qty[idx] = ledger.availability_ids(sku_ids[idx], nodes)
+        idx = np.flatnonzero(~has_node)
+        if group_ids:
+            groups = np.fromiter(
+                (ledger.group_id(group_ids[i]) if group_ids[i] else _GROUP_NETWORK for i in idx),
+                np.int64,
+                idx.size,
+            )
+        else:
+            groups = np.full(idx.size, _GROUP_NETWORK, np.int64)
+        statuses[idx], qty[idx] = ledger.availability_group_ids(sku_ids[idx], groups)
+    not_ok = statuses != LineStatus.OK
+    if not_ok.any():
+        qty[not_ok] = 0
+    return statuses, qty
+
+
+def columnar(app: Any, request: availability_pb2.GetAvailabilityColumnarRequest) -> Any:
+    skus = list(request.skus)
+    n = len(skus)
+    check_count(n, "skus")
+    check_ids(skus, "skus")
+    node_ids = list(request.node_ids)
+    group_ids = list(request.group_ids)
+    if check_same_length(n, node_ids, "node_ids", optional=True):
+        check_ids(node_ids, "node_ids", required=False)
+    if check_same_length(n, group_ids, "group_ids", optional=True):
+        check_ids(group_ids, "group_ids", required=False)
+    statuses, qty = read_columns(app.ledger, skus, node_ids, group_ids)
+    response = availability_pb2.GetAvailabilityColumnarResponse(
+        status=statuses.tolist(),
+        available=qty[:, _AVAILABLE].tolist(),
+        batch_id=request.batch_id,
+        journal_seq=journal_seq(app),
+    )
+    if request.include_buckets:
+        response.on_hand.extend(qty[:, _ON_HAND].tolist())
+        response.reserved.extend(qty[:, _RESERVED].tolist())
+        response.allocated.extend(qty[:, _ALLOCATED].tolist())
+        response.safety_stock.extend(qty[:, _SAFETY].tolist())
+        response.unavailable.extend(qty[:, _UNAVAILABLE].tolist())
+        response.inbound.extend(qty[:, _INBOUND].tolist())
+    return response
+
+
+class AvailabilityServicer(availability_pb2_grpc.AvailabilityServiceServicer):
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    @unary
+    async def GetAvailability(
+        self, request: availability_pb2.GetAvailabilityRequest, context: grpc.aio.ServicerContext
+    ) -> availability_pb2.GetAvailabilityResponse:
+        queries = request.queries
+        check_count(len(queries), "queries")
+        skus: list[str] = []
+        node_ids: list[str] = []
+        group_ids: list[str] = []
+        for i, query in enumerate(queries):
+            check_id(query.sku, f"queries[{i}].sku")
+            scope = query.WhichOneof("scope")
+            node_id = query.node_id if scope == "node_id" else ""
+            group_id = query.group_id if scope == "group_id" else ""
+            if scope is not None:
+                check_id(node_id or group_id, f"queries[{i}].{scope}")
+            skus.append(query.sku)
+            node_ids.append(node_id)
+            group_ids.append(group_id)
+        statuses, qty = read_columns(self.app.ledger, skus, node_ids, group_ids)
+        return availability_pb2.GetAvailabilityResponse(
+            results=[
+                availability_pb2.AvailabilityResult(
+                    query=query, status=status, quantities=quantities_pb(row)
+                )
+                for query, status, row in zip(queries, statuses.tolist(), qty.tolist(), strict=True)
+            ]
+        )
+
+    @unary
+    async def GetAvailabilityColumnar(
+        self,
+        request: availability_pb2.GetAvailabilityColumnarRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> availability_pb2.GetAvailabilityColumnarResponse:
+        return columnar(self.app, request)
+
+    @streaming
+    async def StreamAvailability(
+        self, request_iterator: Any, context: grpc.aio.ServicerContext
+    ) -> Any:
+        async for request in request_iterator:
+            yield columnar(self.app, request)
+
+    async def FindNearby(
+        self, request: availability_pb2.FindNearbyRequest, context: grpc.aio.ServicerContext
+    ) -> availability_pb2.FindNearbyResponse:
+        await _unimplemented(context, "FindNearby")
+
+    async def WatchAvailability(
+        self, request: availability_pb2.WatchRequest, context: grpc.aio.ServicerContext
+    ) -> Any:
+        await _unimplemented(context, "WatchAvailability")
+        yield  # pragma: no cover (makes this a server-streaming handler)
+
+
+async def _unimplemented(context: grpc.aio.ServicerContext, method: str) -> None:
+    await abort_status(
+        context,
+        grpc.StatusCode.UNIMPLEMENTED,
+        "UNIMPLEMENTED",
+        f"AvailabilityService.{method} is not served by this version",
+    )

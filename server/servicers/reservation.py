@@ -1,0 +1,331 @@
+"""ReservationService: holds, commits, releases, fulfilments — one command each, or many at once.
+
+Every mutation goes through the sequencer. The batch forms (`ReserveBatch`, `StreamReserve`,
+`CommitBatch`, `ReleaseBatch`) submit their commands with one `submit_many`, so a message shares
+one engine batch and one journal write. Inside a batch one bad item does not fail the others: it
+is listed in `errors` and its state is REJECTED (or unchanged).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+
+from engine import limits
+from engine.codes import ReservationState
+from engine.commands import Commit, Extend, Fulfil, Line, Release, ReservationResult, Reserve
+from engine.errors import Code, EngineError, Rejection
+from omnistock.v1 import reservation_pb2, reservation_pb2_grpc, types_pb2
+from server.convert import (
+    check_count,
+    check_id,
+    check_qty,
+    check_ttl,
+    code_number,
+    line_tuple,
+    raise_invalid,
+    reservation_pb,
+    streaming,
+    submit,
+    submit_many,
+    unary,
+)
+
+__all__ = ["ReservationServicer", "pipelined"]
+
+# StreamReserve: messages read ahead and submitted while earlier ones are still being applied, so
+# consecutive messages of one stream can share a sequencer batch. Answers stay in request order.
+STREAM_DEPTH_MAX = 16
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+_REJECTED = int(ReservationState.REJECTED)
+
+
+async def pipelined(
+    requests: AsyncIterator[T], handle: Callable[[T], Awaitable[R]], depth: int
+) -> AsyncIterator[R]:
+    """Handle up to `depth` requests concurrently (started in arrival order), yield answers in
+    request order. A failed request fails the stream; the rest are cancelled."""
+    window: asyncio.Queue[asyncio.Task[R] | None] = asyncio.Queue(depth)
+
+    async def read() -> None:
+        try:
+            async for request in requests:
+                task = asyncio.ensure_future(handle(request))
+                await window.put(task)
+        finally:
+            await window.put(None)
+
+    reader = asyncio.ensure_future(read())
+    try:
+        while (task := await window.get()) is not None:
+            yield await task
+        await reader  # re-raises a failure of the request stream itself
+    finally:
+        reader.cancel()
+        while not window.empty():
+            task = window.get_nowait()
+            if task is not None:
+                task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await reader
+
+
+def _item_error(index: int, rejection: Rejection) -> types_pb2.BatchItemError:
+    return types_pb2.BatchItemError(
+        index=index,
+        code=code_number(rejection.code),
+        reason=rejection.reason,
+        message=rejection.message,
+    )
+
+
+class ReservationServicer(reservation_pb2_grpc.ReservationServiceServicer):
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    # --- one reservation -------------------------------------------------------------------
+
+    @unary
+    async def Reserve(
+        self, request: reservation_pb2.ReserveRequest, context: grpc.aio.ServicerContext
+    ) -> reservation_pb2.ReserveResponse:
+        check_id(request.reservation_id, "reservation_id")
+        lines = line_tuple(request.lines)
+        check_ttl(request.ttl_ms)
+        check_id(request.group_id, "group_id", required=False)
+        command = Reserve(
+            request.reservation_id, lines, request.ttl_ms, request.allow_partial, request.group_id
+        )
+        result = await submit(self.app, context, command, reservation_id=request.reservation_id)
+        return reservation_pb2.ReserveResponse(
+            reservation=reservation_pb(result.reservation), replayed=result.replayed
+        )
+
+    @unary
+    async def Commit(
+        self, request: reservation_pb2.CommitRequest, context: grpc.aio.ServicerContext
+    ) -> reservation_pb2.CommitResponse:
+        result = await self._transition(Commit, request.reservation_id, context)
+        return reservation_pb2.CommitResponse(
+            reservation=reservation_pb(result.reservation), replayed=result.replayed
+        )
+
+    @unary
+    async def Release(
+        self, request: reservation_pb2.ReleaseRequest, context: grpc.aio.ServicerContext
+    ) -> reservation_pb2.ReleaseResponse:
+        result = await self._transition(Release, request.reservation_id, context)
+        return reservation_pb2.ReleaseResponse(
+            reservation=reservation_pb(result.reservation), replayed=result.replayed
+        )
+
+    async def _transition(
+        self, kind: type[Commit] | type[Release], reservation_id: str, context: Any
+    ) -> ReservationResult:
+        check_id(reservation_id, "reservation_id")
+        return await submit(self.app, context, kind(reservation_id), reservation_id=reservation_id)
+
+    @unary
+    async def Extend(
+        self, request: reservation_pb2.ExtendRequest, context: grpc.aio.ServicerContext
+    ) -> reservation_pb2.ExtendResponse:
+        check_id(request.reservation_id, "reservation_id")
+        check_ttl(request.ttl_ms)
+        check_id(request.request_id, "request_id", required=False)
+        command = Extend(request.reservation_id, request.ttl_ms)
+        result = await submit(self.app, context, command, reservation_id=request.reservation_id)
+        return reservation_pb2.ExtendResponse(
+            reservation=reservation_pb(result.reservation), replayed=result.replayed
+        )
+
+    @unary
+    async def GetReservation(
+        self, request: reservation_pb2.GetReservationRequest, context: grpc.aio.ServicerContext
+    ) -> reservation_pb2.GetReservationResponse:
+        check_id(request.reservation_id, "reservation_id")
+        view = self.app.ledger.get_reservation(request.reservation_id)
+        return reservation_pb2.GetReservationResponse(reservation=reservation_pb(view))
+
+    @unary
+    async def Fulfill(
+        self, request: reservation_pb2.FulfillRequest, context: grpc.aio.ServicerContext
+    ) -> reservation_pb2.FulfillResponse:
+        check_id(request.reservation_id, "reservation_id")
+        # No lines = hand over everything still held, which is naturally idempotent; a partial
+        # fulfilment needs a request_id so that a retry does not ship twice.
+        lines = line_tuple(request.lines) if request.lines else ()
+        check_id(request.request_id, "request_id", required=bool(lines))
+        command = Fulfil(request.reservation_id, lines, request.request_id)
+        result = await submit(
+            self.app,
+            context,
+            command,
+            reservation_id=request.reservation_id,
+            request_id=request.request_id,
+        )
+        return reservation_pb2.FulfillResponse(
+            reservation=reservation_pb(result.reservation), replayed=result.replayed
+        )
+
+    # --- many reservations -----------------------------------------------------------------
+
+    @unary
+    async def ReserveBatch(
+        self, request: reservation_pb2.ReserveBatchRequest, context: grpc.aio.ServicerContext
+    ) -> reservation_pb2.ReserveBatchResponse:
+        return await self._reserve_batch(request, context)
+
+    @streaming
+    async def StreamReserve(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def handle(request: reservation_pb2.ReserveBatchRequest) -> Any:
+            return await self._reserve_batch(request, context)
+
+        async for response in pipelined(request_iterator, handle, STREAM_DEPTH_MAX):
+            yield response
+
+    async def _reserve_batch(
+        self, request: reservation_pb2.ReserveBatchRequest, context: grpc.aio.ServicerContext
+    ) -> reservation_pb2.ReserveBatchResponse:
+        ids = list(request.reservation_ids)
+        count = len(ids)
+        check_count(count, "reservation_ids")
+        if len(request.line_counts) != count:
+            raise_invalid("line_counts", f"has {len(request.line_counts)} items, expected {count}")
+        line_counts = np.array(request.line_counts, np.int64)
+        lines_total = int(line_counts.sum())
+        check_count(lines_total, "skus")
+        for column in ("skus", "node_ids", "qtys"):
+            if len(getattr(request, column)) != lines_total:
+                raise_invalid(
+                    column,
+                    f"has {len(getattr(request, column))} items, expected sum(line_counts) = "
+                    f"{lines_total}",
+                )
+        check_ttl(request.ttl_ms)
+        check_id(request.group_id, "group_id", required=False)
+        skus = request.skus
+        node_ids = request.node_ids
+        qtys = np.array(request.qtys, np.int64)
+        qty_bad = (qtys < 1) | (qtys > limits.QTY_MAX)
+        starts = np.zeros(count + 1, np.int64)
+        np.cumsum(line_counts, out=starts[1:])
+        errors: dict[int, Rejection] = {}
+        commands: list[Reserve] = []
+        submitted: list[int] = []
+        qty_list = qtys.tolist()
+        for r, (reservation_id, l0, l1) in enumerate(
+            zip(ids, starts[:-1].tolist(), starts[1:].tolist(), strict=True)
+        ):
+            try:
+                check_id(reservation_id, f"reservation_ids[{r}]")
+                if l0 == l1:
+                    raise_invalid(f"line_counts[{r}]", "must be at least 1")
+                if qty_bad[l0:l1].any():
+                    j = l0 + int(np.flatnonzero(qty_bad[l0:l1])[0])
+                    check_qty(qty_list[j], f"qtys[{j}]")
+                lines = []
+                for j in range(l0, l1):
+                    sku = skus[j]
+                    node_id = node_ids[j]
+                    check_id(sku, f"skus[{j}]")
+                    check_id(node_id, f"node_ids[{j}]")
+                    lines.append(Line(sku, node_id, qty_list[j]))
+            except EngineError as exc:
+                errors[r] = exc.rejection
+                continue
+            commands.append(
+                Reserve(
+                    reservation_id,
+                    tuple(lines),
+                    request.ttl_ms,
+                    request.allow_partial,
+                    request.group_id,
+                )
+            )
+            submitted.append(r)
+        outcomes = await submit_many(self.app, context, commands)
+        states = [_REJECTED] * count
+        replayed = [False] * count
+        expires_at_ms = [0] * count
+        reserved_qtys = [0] * lines_total
+        line_statuses = [0] * lines_total
+        for r, outcome in zip(submitted, outcomes, strict=True):
+            if isinstance(outcome, Rejection):
+                errors[r] = outcome
+                continue
+            view = outcome.reservation
+            states[r] = int(view.state)
+            replayed[r] = outcome.replayed
+            expires_at_ms[r] = view.expires_at_ms
+            l0 = int(starts[r])
+            for k, line in enumerate(view.lines):
+                reserved_qtys[l0 + k] = line.held_qty
+                line_statuses[l0 + k] = int(line.status)
+        return reservation_pb2.ReserveBatchResponse(
+            states=states,
+            replayed=replayed,
+            expires_at_ms=expires_at_ms,
+            reserved_qtys=reserved_qtys,
+            line_statuses=line_statuses,
+            errors=[_item_error(r, errors[r]) for r in sorted(errors)],
+            batch_id=request.batch_id,
+        )
+
+    @unary
+    async def CommitBatch(
+        self, request: reservation_pb2.ReservationIdsBatch, context: grpc.aio.ServicerContext
+    ) -> reservation_pb2.ReservationStatesBatch:
+        return await self._transition_batch(Commit, request, context)
+
+    @unary
+    async def ReleaseBatch(
+        self, request: reservation_pb2.ReservationIdsBatch, context: grpc.aio.ServicerContext
+    ) -> reservation_pb2.ReservationStatesBatch:
+        return await self._transition_batch(Release, request, context)
+
+    async def _transition_batch(
+        self,
+        kind: type[Commit] | type[Release],
+        request: reservation_pb2.ReservationIdsBatch,
+        context: grpc.aio.ServicerContext,
+    ) -> reservation_pb2.ReservationStatesBatch:
+        ids = list(request.reservation_ids)
+        count = len(ids)
+        check_count(count, "reservation_ids")
+        errors: dict[int, Rejection] = {}
+        commands = []
+        submitted = []
+        for i, reservation_id in enumerate(ids):
+            try:
+                check_id(reservation_id, f"reservation_ids[{i}]")
+            except EngineError as exc:
+                errors[i] = exc.rejection
+                continue
+            commands.append(kind(reservation_id))
+            submitted.append(i)
+        outcomes = await submit_many(self.app, context, commands)
+        states = [0] * count
+        replayed = [False] * count
+        for i, outcome in zip(submitted, outcomes, strict=True):
+            if isinstance(outcome, ReservationResult):
+                states[i] = int(outcome.reservation.state)
+                replayed[i] = outcome.replayed
+                continue
+            errors[i] = outcome
+            if outcome.code != Code.NOT_FOUND:
+                with contextlib.suppress(EngineError):
+                    states[i] = int(self.app.ledger.get_reservation(ids[i]).state)
+        return reservation_pb2.ReservationStatesBatch(
+            states=states,
+            replayed=replayed,
+            errors=[_item_error(i, errors[i]) for i in sorted(errors)],
+            batch_id=request.batch_id,
+        )
