@@ -415,6 +415,10 @@ async def _serve(config: ServerConfig) -> int:
         log.error("%s", exc)
         return EXIT_STARTUP
     await server.start()
+    if config.port_file:
+        tmp = Path(config.port_file + ".tmp")
+        tmp.write_text(f"{port}\n")
+        tmp.replace(config.port_file)
     log.info(
         "listening on %s (port %d), data dir %s, durability %s",
         config.listen,

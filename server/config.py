@@ -47,4 +47,5 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     store_wait_s: float = STORE_WAIT_S
     journal_segment_bytes: int = JOURNAL_SEGMENT_BYTES
     log_level: str = "INFO"
+    port_file: str = ""  # if set, the bound port is written here (for `--listen HOST:0`)
     replica_of: str = ""  # issue 6: a replica tails this primary's Redis
