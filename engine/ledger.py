@@ -20,6 +20,7 @@ import numpy as np
 
 from engine import limits
 from engine.codes import (
+    LINE_STATUS_PRECEDENCE,
     AdjustReason,
     Bucket,
     LineStatus,
@@ -840,7 +841,9 @@ class Ledger:
         supply.apply_deltas(
             self._st, np.array([0, n], np.int64), sku_ids, node_ids, deltas, statuses
         )
-        return LineStatus(int(max(statuses.tolist())))
+        # The operation's status is its entries' first failing guard in precedence order.
+        found = set(statuses.tolist())
+        return next(s for s in LINE_STATUS_PRECEDENCE if s in found)
 
     def _transfer_lookup(self, transfer_id: str) -> _Transfer | Rejection:
         bad = _check_id(transfer_id, "transfer_id")
