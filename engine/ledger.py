@@ -87,6 +87,7 @@ from engine.state import (
     R_LINE_START,
     R_STATE,
     StateArrays,
+    aligned_full,
     make_state,
     new_arrays,
 )
@@ -275,7 +276,7 @@ class Ledger:
         if old.shape[0] >= rows:
             return
         new_rows = max(rows, 2 * old.shape[0])
-        new = np.full((new_rows, *old.shape[1:]), fill, old.dtype)
+        new = aligned_full((new_rows, *old.shape[1:]), fill, old.dtype)
         new[: old.shape[0]] = old
         self._a[name] = new
 
@@ -300,7 +301,7 @@ class Ledger:
             self._grow("pos_next", need, EMPTY)
             if 2 * need > a["table"].shape[0]:
                 size = 1 << (2 * need - 1).bit_length()
-                table = np.full(size, EMPTY, np.int32)
+                table = aligned_full(size, EMPTY, np.int32)
                 index.rebuild_table(table, a["pos_key"], int(self._ctr[C_POSITIONS]))
                 a["table"] = table
         if skus:

@@ -16,7 +16,7 @@ from numba.experimental import structref
 
 from engine.codes import Bucket
 
-__all__ = ["State", "StateArrays", "new_arrays", "FIELDS"]
+__all__ = ["State", "StateArrays", "aligned_full", "new_arrays", "FIELDS"]
 
 # Per-position quantity row (see codes.Bucket).
 ON_HAND = int(Bucket.ON_HAND)
@@ -118,6 +118,27 @@ structref.define_proxy(State, StateType, list(FIELDS))
 StateArrays = dict[str, np.ndarray]
 
 
+ALIGN_BYTES = 64  # a cache line
+
+
+def aligned_full(shape: int | tuple[int, ...], fill: int, dtype: type | np.dtype) -> np.ndarray:
+    """`np.full`, but the data starts on a cache-line boundary.
+
+    Large numpy buffers come from mmap with a 16-byte header, so a 64-byte quantity row would
+    straddle two cache lines and a random lookup would miss twice.
+    """
+    dt = np.dtype(dtype)
+    dims = (shape,) if isinstance(shape, int) else tuple(shape)
+    nbytes = int(np.prod(dims, dtype=np.int64)) * dt.itemsize
+    # np.zeros stays lazily zeroed (untouched pages cost nothing until first written).
+    buf = np.zeros(nbytes + ALIGN_BYTES, np.uint8)
+    offset = -buf.ctypes.data % ALIGN_BYTES
+    out = buf[offset : offset + nbytes].view(dt).reshape(dims)
+    if fill != 0:
+        out.fill(fill)
+    return out
+
+
 def new_arrays(
     positions: int = 1024,
     skus: int = 1024,
@@ -131,10 +152,10 @@ def new_arrays(
     node_i64 = np.zeros((nodes, NODE_COLS), np.int64)
     res = np.zeros((reservations, RES_COLS), np.int64)
     return {
-        "qty": np.zeros((positions, QTY_COLS), np.int64),
-        "pos_key": np.full(positions, EMPTY, np.int64),
-        "pos_next": np.full(positions, EMPTY, np.int32),
-        "table": np.full(table_size, EMPTY, np.int32),
+        "qty": aligned_full((positions, QTY_COLS), 0, np.int64),
+        "pos_key": aligned_full(positions, EMPTY, np.int64),
+        "pos_next": aligned_full(positions, EMPTY, np.int32),
+        "table": aligned_full(table_size, EMPTY, np.int32),
         "sku_head": np.full(skus, EMPTY, np.int32),
         "sku_known": np.zeros(skus, np.int8),
         "node_i64": node_i64,

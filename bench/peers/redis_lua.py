@@ -1,0 +1,177 @@
+"""Peer (a): stock on Redis with Lua scripts, the usual flash-sale design.
+
+One EVALSHA per reserve (`reserve.lua`): check every line's available units in per-SKU hashes,
+decrement all or none, record the hold with its expiry in a sorted set; holds past their expiry are
+given back lazily by whichever script runs next (at most 32 per call). Commit and release are one
+EVALSHA each, availability one EVALSHA (so it sees lazily expired holds too).
+
+Single-instance Redis only: the scripts compute their key names, which Redis Cluster forbids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import redis.asyncio as aioredis
+
+from bench.peers import (
+    Outcome,
+    conflict,
+    make_result,
+    not_found,
+    validate_reserve,
+    wrong_state,
+)
+from engine.codes import ReservationState
+from engine.commands import Commit, Line, Release, Reserve
+
+__all__ = ["RESERVE_LUA", "TRANSITION_LUA", "AVAILABILITY_LUA", "RedisLuaBackend", "reserve_args"]
+
+_SOURCE = (Path(__file__).parent / "reserve.lua").read_text()
+_PRELUDE, _MARK, _ = _SOURCE.partition("-- @reserve")
+assert _MARK, "reserve.lua lost its @reserve marker"
+RESERVE_LUA = _SOURCE
+
+# ARGV: prefix, now_ms, reservation_id, action ('c' commit | 'r' release).
+# Returns {state, replayed, expires_ms, created_ms, statuses, content}; {-2} NOT_FOUND;
+# {-3, state} WRONG_STATE.
+TRANSITION_LUA = (
+    _PRELUDE
+    + """
+local rid = ARGV[3]
+local rk = P .. 'r:' .. rid
+local cur = redis.call('HMGET', rk, 'st', 'x', 't', 's', 'c')
+if not cur[1] then return {-2} end
+local st, x = tonumber(cur[1]), tonumber(cur[2])
+if st == 1 and x <= now then  -- due but not yet swept: expire it first, as the engine does
+  give_back(cur[5])
+  redis.call('HSET', rk, 'st', 5, 'x', 0)
+  redis.call('PEXPIRE', rk, WINDOW_MS)
+  redis.call('ZREM', P .. 'holds', rid)
+  st, x = 5, 0
+end
+if ARGV[4] == 'c' then
+  if st == 2 or st == 3 then return {st, 1, 0, tonumber(cur[3]), cur[4], cur[5]} end
+  if st ~= 1 then return {-3, st} end
+  redis.call('HSET', rk, 'st', 2, 'x', 0)
+  redis.call('ZREM', P .. 'holds', rid)
+  return {2, 0, 0, tonumber(cur[3]), cur[4], cur[5]}
+end
+if st ~= 1 and st ~= 2 then return {st, 1, 0, tonumber(cur[3]), cur[4], cur[5]} end
+give_back(cur[5])
+redis.call('HSET', rk, 'st', 4, 'x', 0)
+redis.call('ZREM', P .. 'holds', rid)
+redis.call('PEXPIRE', rk, WINDOW_MS)
+return {4, 0, 0, tonumber(cur[3]), cur[4], cur[5]}
+"""
+)
+
+# ARGV: prefix, now_ms, sku, node_1, node_2, ... Returns available per node (false = unknown).
+AVAILABILITY_LUA = (
+    _PRELUDE
+    + """
+return redis.call('HMGET', P .. 's:' .. ARGV[3], unpack(ARGV, 4))
+"""
+)
+
+LOAD_CHUNK_ROWS = 10_000
+POOL_CONNECTIONS_MAX = 64
+
+
+def reserve_args(prefix: str, cmd: Reserve, now_ms: int = 0) -> list[str | int]:
+    args: list[str | int] = [prefix, now_ms, cmd.reservation_id, cmd.ttl_ms, len(cmd.lines)]
+    for line in cmd.lines:
+        args += (line.sku, line.node_id, line.qty)
+    return args
+
+
+def _parse_lines(content: bytes) -> list[Line]:
+    f = content.split(b"\x1f")
+    n = int(f[1])
+    return [Line(f[2 + 3 * i].decode(), f[3 + 3 * i].decode(), int(f[4 + 3 * i])) for i in range(n)]
+
+
+def _result(rid: str, reply: list, lines: Sequence[Line] | None) -> Outcome:
+    state, replayed, expires, created, statuses, content = reply
+    if lines is None:
+        lines = _parse_lines(content)
+    return make_result(
+        rid,
+        int(state),
+        lines,
+        [int(s) for s in statuses.split(b",")],
+        int(expires),
+        int(created),
+        bool(replayed),
+    )
+
+
+class RedisLuaBackend:
+    name = "redis-lua"
+
+    def __init__(self, url: str, prefix: str = "os:", max_connections: int = 32) -> None:
+        self.prefix = prefix
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=min(max_connections, POOL_CONNECTIONS_MAX), timeout=30
+        )
+        self._pool = pool
+        self._redis = aioredis.Redis(connection_pool=pool)
+        self._sha: dict[str, str] = {}
+
+    async def _eval(self, name: str, source: str, args: Sequence[str | int]) -> list:
+        sha = self._sha.get(name)
+        if sha is None:
+            sha = self._sha[name] = await self._redis.script_load(source)
+        return await self._redis.evalsha(sha, 0, *args)
+
+    async def load(self, positions: Iterable[tuple[str, str, int]]) -> int:
+        keys = [k async for k in self._redis.scan_iter(match=self.prefix + "*", count=1000)]
+        for a in range(0, len(keys), LOAD_CHUNK_ROWS):
+            await self._redis.unlink(*keys[a : a + LOAD_CHUNK_ROWS])
+        rows = 0
+        pipe = self._redis.pipeline(transaction=False)
+        for sku, node_id, on_hand in positions:
+            pipe.hset(self.prefix + "s:" + sku, node_id, on_hand)
+            rows += 1
+            if rows % LOAD_CHUNK_ROWS == 0:
+                await pipe.execute()
+        await pipe.execute()
+        return rows
+
+    async def reserve(self, cmd: Reserve, now_ms: int = 0) -> Outcome:
+        bad = validate_reserve(cmd)
+        if bad is not None:
+            return bad
+        reply = await self._eval("reserve", RESERVE_LUA, reserve_args(self.prefix, cmd, now_ms))
+        if reply[0] == -1:
+            return conflict(cmd.reservation_id)
+        return _result(cmd.reservation_id, reply, cmd.lines)
+
+    async def _transition(self, rid: str, action: str, now_ms: int) -> Outcome:
+        reply = await self._eval("transition", TRANSITION_LUA, [self.prefix, now_ms, rid, action])
+        if reply[0] == -2:
+            return not_found(rid)
+        if reply[0] == -3:
+            return wrong_state(rid, ReservationState(int(reply[1])), "committed")
+        return _result(rid, reply, None)
+
+    async def commit(self, cmd: Commit, now_ms: int = 0) -> Outcome:
+        return await self._transition(cmd.reservation_id, "c", now_ms)
+
+    async def release(self, cmd: Release, now_ms: int = 0) -> Outcome:
+        return await self._transition(cmd.reservation_id, "r", now_ms)
+
+    async def availability(
+        self, sku: str, node_ids: Sequence[str], now_ms: int = 0
+    ) -> list[int | None]:
+        if not node_ids:
+            return []
+        reply = await self._eval(
+            "availability", AVAILABILITY_LUA, [self.prefix, now_ms, sku, *node_ids]
+        )
+        return [None if v is None else max(0, int(v)) for v in reply]
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+        await self._pool.aclose()
