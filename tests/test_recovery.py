@@ -1,0 +1,279 @@
+"""Recovery: snapshot + journal replay rebuilds the exact state; a torn tail is cut; mid-log
+corruption refuses to start (exit 2, one clear line); Redis snapshots survive Redis going away.
+
+In-process tests drive `App` (recovery, sequencer, snapshotter) without gRPC; the corruption test
+runs `omnistock serve` as a subprocess to check the exit code and the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from pathlib import Path
+
+import msgspec
+import numpy as np
+import pytest
+
+from engine.codes import AdjustReason
+from engine.commands import (
+    Adjust,
+    Adjustment,
+    Batch,
+    Commit,
+    Extend,
+    Fulfil,
+    Line,
+    NodeSpec,
+    Release,
+    Reserve,
+    SetOnHand,
+    StockCount,
+    UpsertNodes,
+)
+from engine.ledger import Ledger
+from engine.persistence import Journal
+from server.app import App
+from server.config import ServerConfig
+from server.durability import StartupError
+from tests.redis_server import RedisServer, redis_server_fixture  # noqa: F401
+from tests.server_process import ServerProcess
+
+NODES = [f"n{i}" for i in range(4)]
+SKUS = [f"s{i}" for i in range(12)]
+
+
+def _config(data_dir: Path, **overrides: object) -> ServerConfig:
+    values: dict[str, object] = {
+        "data_dir": str(data_dir),
+        "snapshot_journal_entries": 25,
+        "snapshot_interval_s": 3600.0,
+        "store_wait_s": 1.0,
+    }
+    values.update(overrides)
+    return ServerConfig(**values)  # type: ignore[arg-type]
+
+
+def _random_commands(rng: random.Random, k: int, count: int) -> list[object]:
+    out: list[object] = []
+    for i in range(count):
+        rid = f"r{rng.randrange(k * 10 + i + 1)}"
+        roll = rng.random()
+        if roll < 0.4:
+            lines = tuple(
+                Line(rng.choice(SKUS), rng.choice(NODES), rng.randint(1, 5))
+                for _ in range(rng.randint(1, 3))
+            )
+            out.append(Reserve(f"r{k * 10 + i}", lines, rng.choice([1_000, 60_000])))
+        elif roll < 0.55:
+            out.append(Commit(rid))
+        elif roll < 0.65:
+            out.append(Release(rid))
+        elif roll < 0.72:
+            out.append(Extend(rid, 30_000))
+        elif roll < 0.8:
+            out.append(Fulfil(rid))
+        else:
+            adj = Adjustment(
+                rng.choice(SKUS), rng.choice(NODES), rng.randint(1, 20), AdjustReason.RECEIPT
+            )
+            out.append(Adjust(f"a{k}-{i}", (adj,)))
+    return out
+
+
+async def _seed(app: App) -> None:
+    await app.sequencer.submit(UpsertNodes(tuple(NodeSpec(n) for n in NODES)))
+    counts = tuple(StockCount(s, n, 50, 1) for s in SKUS for n in NODES)
+    await app.sequencer.submit(SetOnHand("seed", counts))
+
+
+async def _drive(app: App, seed: int, rounds: int = 30) -> None:
+    rng = random.Random(seed)
+    for r in range(rounds):
+        calls = [
+            app.sequencer.submit_many(_random_commands(rng, r * 100 + c, rng.randint(1, 6)))
+            for c in range(rng.randint(1, 12))
+        ]
+        await asyncio.gather(*calls)
+
+
+def _state(ledger: Ledger) -> tuple[dict[str, bytes], bytes]:
+    arrays, meta = ledger.export_state()
+    return {name: np.ascontiguousarray(a).tobytes() for name, a in arrays.items()}, meta
+
+
+async def _crash(app: App) -> None:
+    """Stop like a SIGKILL would: no final snapshot (the journal is closed to free its lock)."""
+    assert app.snapshotter is not None
+    await app.sequencer.close()
+    deadline = time.monotonic() + 10
+    while app.snapshotter.stats().in_progress:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    assert app.recovered is not None
+    app.recovered.journal.close()
+
+
+async def _wait(predicate, timeout_s: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+async def test_restart_from_snapshot_and_journal_is_byte_identical(tmp_path: Path) -> None:
+    config = _config(tmp_path / "data")
+    app = App(config)
+    await app.start()
+    await _seed(app)
+    await _drive(app, seed=1)
+    await _wait(lambda: not app.snapshotter.stats().in_progress)  # type: ignore[union-attr]
+    await _drive(app, seed=2, rounds=5)  # some entries after the last snapshot
+    before = _state(app.ledger)
+    seq = app.sequencer.journal_seq
+    snapshots = app.snapshotter.stats().saves  # type: ignore[union-attr]
+    assert snapshots >= 1
+    await _crash(app)
+
+    started = time.perf_counter()
+    again = App(config)
+    await again.start()
+    elapsed = time.perf_counter() - started
+    assert again.recovered is not None
+    assert 0 < again.recovered.snapshot_journal_seq < seq
+    assert again.recovered.replayed_entries == seq - again.recovered.snapshot_journal_seq
+    assert _state(again.ledger) == before
+    print(f"\nrecovery of {again.recovered.replayed_entries} entries + snapshot: {elapsed:.3f} s")
+    # The clean stop writes a final snapshot; a third start replays nothing.
+    await again.stop()
+    third = App(config)
+    await third.start()
+    assert third.recovered is not None and third.recovered.replayed_entries == 0
+    assert _state(third.ledger) == before
+    await third.stop()
+
+
+async def test_torn_tail_is_cut(tmp_path: Path) -> None:
+    config = _config(tmp_path / "data", snapshot_journal_entries=1_000_000)
+    app = App(config)
+    await app.start()
+    await _seed(app)
+    await _drive(app, seed=3, rounds=10)
+    await _crash(app)
+    journal_dir = tmp_path / "data" / "journal"
+    with Journal.open(journal_dir, "none") as journal:
+        entries = [payload for _, payload in journal.replay(0)]
+    (segment,) = sorted(journal_dir.glob("journal-*.log"))
+    size = segment.stat().st_size
+    with segment.open("r+b") as file:  # cut the last record in half
+        file.truncate(size - len(entries[-1]) // 2 - 1)
+    expected = Ledger()
+    decode = msgspec.msgpack.Decoder(Batch).decode
+    for payload in entries[:-1]:
+        expected.apply_batch(decode(payload))
+
+    again = App(config)
+    await again.start()
+    assert again.sequencer.journal_seq == len(entries) - 1
+    assert _state(again.ledger) == _state(expected)
+    await again.sequencer.submit(Commit("whatever"))  # appends continue at the next seq
+    assert again.sequencer.journal_seq == len(entries)
+    await again.stop()
+
+
+async def test_snapshot_ahead_of_journal_refuses(tmp_path: Path) -> None:
+    config = _config(tmp_path / "data")
+    app = App(config)
+    await app.start()
+    await _seed(app)
+    await app.snapshot_now()
+    await app.stop()
+    for segment in (tmp_path / "data" / "journal").glob("journal-*.log"):
+        segment.write_bytes(b"")  # the journal lost what the snapshot has
+    with pytest.raises(StartupError, match="refusing to start"):
+        await App(config).start()
+
+
+async def test_flipped_byte_mid_log_exits_2(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    app = App(_config(data, snapshot_journal_entries=1_000_000))
+    await app.start()
+    await _seed(app)
+    await _drive(app, seed=4, rounds=5)
+    await _crash(app)
+    (segment,) = sorted((data / "journal").glob("journal-*.log"))
+    raw = bytearray(segment.read_bytes())
+    raw[len(raw) // 3] ^= 0x40
+    segment.write_bytes(bytes(raw))
+
+    server = ServerProcess(data)
+    process = server.spawn()
+    code = process.wait(timeout=60)
+    log = server.log_path.read_text()
+    assert code == 2, log
+    assert "Traceback" not in log
+    lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    errors = [line for line in lines if line["level"] == "error"]
+    assert len(errors) == 1, errors
+    assert "refusing to start" in errors[0]["msg"] and "journal" in errors[0]["msg"]
+
+
+async def test_redis_snapshots_survive_redis_going_away(
+    tmp_path: Path,
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    config = _config(tmp_path / "data", redis_url=redis_server.url, snapshot_journal_entries=10)
+    app = App(config)
+    await app.start()
+    assert app.snapshotter is not None
+    assert app.stats()["snapshot_store"].startswith("redis://")
+    await _seed(app)
+    await _drive(app, seed=5, rounds=15)
+    await _wait(
+        lambda: app.snapshotter.stats().saves >= 1 and not app.snapshotter.stats().in_progress
+    )  # type: ignore[union-attr]
+
+    redis_server.kill()
+    await _drive(app, seed=6, rounds=15)  # writes keep working without Redis
+    await _wait(lambda: app.stats()["snapshot_errors"] >= 1)
+    assert app.snapshotter.stats().last_error
+    saves = app.snapshotter.stats().saves
+
+    redis_server.start()  # an empty Redis (no persistence), as after a restart
+    deadline = time.monotonic() + 8
+    while app.snapshotter.stats().saves == saves:  # retries with backoff, then resumes
+        assert time.monotonic() < deadline, "snapshots did not resume"
+        await app.sequencer.submit(Commit("tick"))
+        await asyncio.sleep(0.05)
+    await _wait(lambda: not app.snapshotter.stats().in_progress)  # type: ignore[union-attr]
+    await _drive(app, seed=7, rounds=3)
+    before = _state(app.ledger)
+    await _crash(app)
+
+    again = App(config)
+    await again.start()
+    assert again.recovered is not None and again.recovered.snapshot_journal_seq > 0
+    assert _state(again.ledger) == before
+    await again.stop()
+
+
+async def test_redis_unreachable_at_start_recovers_from_whole_journal(
+    tmp_path: Path,
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    config = _config(tmp_path / "data", redis_url=redis_server.url, snapshot_journal_entries=10)
+    app = App(config)
+    await app.start()
+    await _seed(app)
+    await _drive(app, seed=8, rounds=10)
+    before = _state(app.ledger)
+    await _crash(app)
+    redis_server.kill()
+    again = App(config)
+    await again.start()  # the journal reaches back to seq 1: it alone rebuilds the state
+    assert again.recovered is not None and again.recovered.snapshot_journal_seq == 0
+    assert _state(again.ledger) == before
+    assert again.stats()["journal_seq"] > 0
+    await _crash(again)
