@@ -308,7 +308,9 @@ class EdgeError(EngineError):
     """A rejection plus the ErrorInfo metadata the edge knows (ids, state)."""
 
     def __init__(self, rejection: Rejection, metadata: dict[str, str] | None = None) -> None:
-        super().__init__(rejection)
+        # The code may be a gRPC code name outside engine.errors.Code (e.g. DEADLINE_EXCEEDED).
+        Exception.__init__(self, f"{rejection.code} {rejection.reason}: {rejection.message}")
+        self.rejection = rejection
         self.metadata = metadata or {}
 
 

@@ -22,6 +22,7 @@ from engine.commands import Commit, Extend, Fulfil, Line, Release, ReservationRe
 from engine.errors import Code, EngineError, Rejection
 from omnistock.v1 import reservation_pb2, reservation_pb2_grpc, types_pb2
 from server.convert import (
+    EdgeError,
     check_count,
     check_id,
     check_qty,
@@ -151,7 +152,10 @@ class ReservationServicer(reservation_pb2_grpc.ReservationServiceServicer):
         self, request: reservation_pb2.GetReservationRequest, context: grpc.aio.ServicerContext
     ) -> reservation_pb2.GetReservationResponse:
         check_id(request.reservation_id, "reservation_id")
-        view = self.app.ledger.get_reservation(request.reservation_id)
+        try:
+            view = self.app.ledger.get_reservation(request.reservation_id)
+        except EngineError as exc:
+            raise EdgeError(exc.rejection, {"reservation_id": request.reservation_id}) from None
         return reservation_pb2.GetReservationResponse(reservation=reservation_pb(view))
 
     @unary
