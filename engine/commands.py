@@ -7,6 +7,8 @@ replayable. Results are plain Structs too, so the server can map them to protobu
 
 from __future__ import annotations
 
+from enum import IntEnum
+
 import msgspec
 
 from engine.codes import AdjustReason, LineStatus, MoveKind, NodeType, ReservationState
@@ -19,9 +21,12 @@ __all__ = [
     "Commit",
     "Extend",
     "Fulfil",
+    "FulfilmentMode",
     "GroupSpec",
     "Line",
     "Move",
+    "NearbyNode",
+    "NearbyResult",
     "MoveLine",
     "NodeSpec",
     "Release",
@@ -33,6 +38,12 @@ __all__ = [
     "SetOnHand",
     "SetSafetyStock",
     "Setting",
+    "Shipment",
+    "SkuQty",
+    "SourceReserve",
+    "SourcingPlan",
+    "SourcingPolicy",
+    "SourcingResult",
     "StockCount",
     "SupplyResult",
     "TransferCancel",
@@ -40,6 +51,7 @@ __all__ = [
     "TransferResult",
     "TransferShip",
     "UpsertGroups",
+    "UnfulfilledLine",
     "UpsertNodes",
 ]
 
@@ -92,6 +104,34 @@ class NodeSpec(_Struct):
     priority: int = 0
     daily_capacity: int = 0  # units per day; 0 = unlimited
     name: str = ""
+
+
+class FulfilmentMode(IntEnum):
+    """Wire numbers of `omnistock.v1.FulfilmentMode`."""
+
+    UNSPECIFIED = 0
+    SHIP = 1
+    PICKUP = 2
+
+
+class SkuQty(_Struct):
+    """A line whose node the engine chooses (sourcing, FindNearby)."""
+
+    sku: str
+    qty: int
+
+
+class SourcingPolicy(_Struct):
+    """How SourceOrder chooses nodes (docs/sourcing.md). max_shipments 0 = no limit."""
+
+    max_shipments: int = 0
+    node_types: tuple[NodeType, ...] = ()
+    group_id: str = ""
+    allow_ship_from_store: bool = True
+    distance_weight: float = 1.0
+    priority_weight: float = 0.0
+    split_penalty: float = 0.0
+    respect_capacity: bool = True
 
 
 class GroupSpec(_Struct):
@@ -185,6 +225,19 @@ class TransferCancel(_Command):
     transfer_id: str
 
 
+class SourceReserve(_Command):
+    """Plan an order from live stock and hold exactly the plan's lines, in one step."""
+
+    reservation_id: str
+    ttl_ms: int
+    lines: tuple[SkuQty, ...]
+    mode: FulfilmentMode = FulfilmentMode.SHIP
+    lat: float = 0.0
+    lon: float = 0.0
+    pickup_node_id: str = ""
+    policy: SourcingPolicy = SourcingPolicy()
+
+
 class UpsertNodes(_Command):
     nodes: tuple[NodeSpec, ...]
 
@@ -209,6 +262,7 @@ Command = (
     | TransferCancel
     | UpsertNodes
     | UpsertGroups
+    | SourceReserve
 )
 
 
@@ -260,3 +314,44 @@ class TransferResult(msgspec.Struct, frozen=True):
     expected_at_ms: int
     status: LineStatus
     replayed: bool
+
+
+class Shipment(msgspec.Struct, frozen=True):
+    node_id: str
+    lines: tuple[Line, ...]
+    distance_km: float
+    cost: float
+    is_transfer: bool = False
+    ready_at_ms: int = 0  # 0 = now (stock on hand) or unknown
+
+
+class UnfulfilledLine(msgspec.Struct, frozen=True):
+    sku: str
+    qty: int
+    reason: LineStatus
+
+
+class SourcingPlan(msgspec.Struct, frozen=True):
+    shipments: tuple[Shipment, ...]
+    shipment_count: int
+    total_cost: float
+    unfulfilled: tuple[UnfulfilledLine, ...]
+    explanation: str
+
+
+class SourcingResult(msgspec.Struct, frozen=True):
+    plan: SourcingPlan
+    reservation: ReservationView | None = None  # set for source-and-reserve
+    replayed: bool = False
+
+
+class NearbyNode(msgspec.Struct, frozen=True):
+    node_id: str
+    distance_km: float
+    available: tuple[int, ...]  # per request line
+    covers_all: bool
+
+
+class NearbyResult(msgspec.Struct, frozen=True):
+    nodes: tuple[NearbyNode, ...]
+    line_statuses: tuple[LineStatus, ...]

@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from engine import limits
+from engine import limits, sourcing
 from engine.codes import (
     LINE_STATUS_PRECEDENCE,
     AdjustReason,
@@ -35,9 +35,11 @@ from engine.commands import (
     Commit,
     Extend,
     Fulfil,
+    FulfilmentMode,
     GroupSpec,
     Line,
     Move,
+    NearbyResult,
     NodeSpec,
     Release,
     ReservationResult,
@@ -47,6 +49,11 @@ from engine.commands import (
     SetBackorderLimit,
     SetOnHand,
     SetSafetyStock,
+    SkuQty,
+    SourceReserve,
+    SourcingPlan,
+    SourcingPolicy,
+    SourcingResult,
     SupplyResult,
     TransferCancel,
     TransferReceive,
@@ -165,6 +172,8 @@ class _Meta(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     requests: dict[str, tuple[bytes, bytes]]
     transfers: dict[str, _Transfer]
     lines_live: int
+    # reservation id -> (SourceReserve content, msgpack SourcingPlan), for replays
+    sourced: dict[str, tuple[bytes, bytes]] = {}
 
 
 _encode = msgspec.msgpack.Encoder().encode
@@ -246,6 +255,7 @@ class Ledger:
         self._requests: dict[str, tuple[bytes, bytes]] = {}
         self._transfers: dict[str, _Transfer] = {}
         self._lines_live = 0
+        self._sourced: dict[str, tuple[bytes, bytes]] = {}
         self._handlers: dict[type, Callable[[list[Any], int], list[Outcome]]] = {
             Reserve: self._reserve_run,
             Commit: self._commit_run,
@@ -262,6 +272,7 @@ class Ledger:
             TransferCancel: self._transfer_cancel_one,
             UpsertNodes: self._upsert_nodes_one,
             UpsertGroups: self._upsert_groups_one,
+            SourceReserve: self._source_reserve_one,
         }
 
     # --- arrays and growth -----------------------------------------------------------------
@@ -986,6 +997,11 @@ class Ledger:
             self._final.append((now, "t", cmd.transfer_id))
         return [self._transfer_result(cmd.transfer_id, t, False)]
 
+    # --- sourcing (engine/sourcing.py has the rules) ---------------------------------------
+
+    def _source_reserve_one(self, cmds: list[SourceReserve], now: int) -> list[Outcome]:
+        return [sourcing.source_reserve(self, cmds[0], now)]
+
     # --- nodes and groups ------------------------------------------------------------------
 
     def _upsert_nodes_one(self, cmds: list[UpsertNodes], now: int) -> list[Outcome]:
@@ -1105,6 +1121,7 @@ class Ledger:
             _, kind, key = final.popleft()
             if kind == "r":
                 r = self._res_ids.pop(key)
+                self._sourced.pop(key, None)
                 self._lines_live -= int(self._a["res"][r, R_LINE_COUNT])
                 self._res_names[r] = None
                 self._res_content[r] = None
@@ -1268,6 +1285,64 @@ class Ledger:
         lines_t = tuple(x if isinstance(x, Line) else Line(*x) for x in lines)
         return self._one(now_ms, Fulfil(reservation_id, lines_t, request_id))
 
+    def find_nearby(
+        self,
+        lat: float,
+        lon: float,
+        radius_km: float,
+        lines: Sequence[SkuQty | tuple[str, int]] = (),
+        **options: Any,
+    ) -> NearbyResult:
+        """Nearest eligible nodes with per-line reservable units (engine/sourcing.py)."""
+        result = sourcing.find_nearby(self, lat, lon, radius_km, lines, **options)
+        if isinstance(result, Rejection):
+            raise EngineError(result)
+        return result
+
+    def source_order(
+        self,
+        lines: Sequence[SkuQty | tuple[str, int]],
+        *,
+        mode: FulfilmentMode = FulfilmentMode.SHIP,
+        lat: float = 0.0,
+        lon: float = 0.0,
+        pickup_node_id: str = "",
+        policy: SourcingPolicy | None = None,
+    ) -> SourcingPlan:
+        """A plan from live stock; holds nothing (see `source_reserve`)."""
+        result = sourcing.plan(
+            self, lines, mode=mode, lat=lat, lon=lon, pickup_node_id=pickup_node_id, policy=policy
+        )
+        if isinstance(result, Rejection):
+            raise EngineError(result)
+        return result[0]
+
+    def source_reserve(
+        self,
+        reservation_id: str,
+        lines: Sequence[SkuQty | tuple[str, int]],
+        ttl_ms: int,
+        now_ms: int,
+        *,
+        mode: FulfilmentMode = FulfilmentMode.SHIP,
+        lat: float = 0.0,
+        lon: float = 0.0,
+        pickup_node_id: str = "",
+        policy: SourcingPolicy | None = None,
+    ) -> SourcingResult:
+        lines_t = tuple(x if isinstance(x, SkuQty) else SkuQty(*x) for x in lines)
+        cmd = SourceReserve(
+            reservation_id,
+            ttl_ms,
+            lines_t,
+            mode,
+            lat,
+            lon,
+            pickup_node_id,
+            policy or SourcingPolicy(),
+        )
+        return self._one(now_ms, cmd)
+
     def upsert_nodes(self, nodes: Sequence[NodeSpec], now_ms: int = 0) -> int:
         return self._one(now_ms, UpsertNodes(tuple(nodes)))
 
@@ -1314,6 +1389,7 @@ class Ledger:
             requests=self._requests,
             transfers=self._transfers,
             lines_live=self._lines_live,
+            sourced=self._sourced,
         )
         return arrays, msgspec.msgpack.encode(meta)
 
@@ -1378,6 +1454,7 @@ class Ledger:
         ledger._requests = {k: (v[0], v[1]) for k, v in meta.requests.items()}
         ledger._transfers = dict(meta.transfers)
         ledger._lines_live = meta.lines_live
+        ledger._sourced = {k: (v[0], v[1]) for k, v in meta.sourced.items()}
         return ledger
 
 
