@@ -1,0 +1,75 @@
+"""The open-loop load generator: loopback only, bounded, counts every request and every error."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bench.loadgen import (
+    EMPTY_METHOD,
+    check_loopback,
+    read_payloads,
+    run_open_loop,
+    start_empty_server,
+    stop,
+    write_payloads,
+)
+
+
+@pytest.mark.parametrize(
+    "target", ["127.0.0.1:50051", "localhost:1", "[::1]:80", "ipv4:127.0.0.2:9", "unix:/tmp/s"]
+)
+def test_loopback_targets_are_accepted(target: str) -> None:
+    check_loopback(target)
+
+
+@pytest.mark.parametrize("target", ["10.0.0.1:50051", "example.com:443", "[2001:db8::1]:1"])
+def test_other_targets_are_refused(target: str) -> None:
+    with pytest.raises(ValueError, match="loopback"):
+        check_loopback(target)
+    with pytest.raises(ValueError, match="loopback"):
+        run_open_loop(target, EMPTY_METHOD, [b""], 10, 1)
+
+
+def test_limits_are_enforced() -> None:
+    with pytest.raises(ValueError, match="rate_per_s"):
+        run_open_loop("127.0.0.1:1", EMPTY_METHOD, [b""], 10_000_000, 1)
+    with pytest.raises(ValueError, match="duration_s"):
+        run_open_loop("127.0.0.1:1", EMPTY_METHOD, [b""], 10, 10_000)
+    with pytest.raises(ValueError, match="payloads"):
+        run_open_loop("127.0.0.1:1", EMPTY_METHOD, [], 10, 1)
+
+
+def test_payload_file_round_trip(tmp_path: Path) -> None:
+    payloads = [b"", b"\x08\x01", bytes(range(256)) * 3]
+    write_payloads(tmp_path / "p.bin", payloads)
+    assert read_payloads(tmp_path / "p.bin") == payloads
+    (tmp_path / "bad.bin").write_bytes(b"\x00\x00\x00\x00\x09abc")
+    with pytest.raises(ValueError, match="frame"):
+        read_payloads(tmp_path / "bad.bin")
+
+
+@pytest.fixture(scope="module")
+def empty_server() -> Iterator[str]:
+    proc, target = start_empty_server(60)
+    try:
+        yield target
+    finally:
+        stop(proc)
+
+
+def test_open_loop_sends_the_schedule(empty_server: str) -> None:
+    result = run_open_loop(empty_server, EMPTY_METHOD, [b"a", b"b"], 400, 1.0, processes=2)
+    assert result.requests_scheduled == result.sent == 400
+    assert result.ok == 400 and result.errors == {}
+    assert 0 < result.latency_us["p50"] <= result.latency_us["p99"] <= result.latency_us["max"]
+    assert len(result.client_cpu_s) == 2 and all(c > 0 for c in result.client_cpu_s)
+    assert result.achieved_rate_per_s > 200
+
+
+def test_errors_are_counted_by_code(empty_server: str) -> None:
+    result = run_open_loop(empty_server, "/no.Such/Method", [b""], 100, 0.5)
+    assert result.ok == 0
+    assert result.errors == {"UNIMPLEMENTED": 50}
