@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--quiet", action="store_true", help="no progress bar")
     client("snapshot", "take a snapshot now")
     client("stats", "print server statistics as JSON")
+    client("health", "exit 0 if the server reports SERVING (a container health probe)")
     return parser
 
 
@@ -119,10 +120,21 @@ def _serve(args: argparse.Namespace) -> int:
 # --- client commands ---------------------------------------------------------------------------
 
 
+def _target(args: argparse.Namespace) -> str:
+    if args.target:
+        return str(args.target)
+    if "OMNISTOCK_TARGET" in os.environ:
+        return os.environ["OMNISTOCK_TARGET"]
+    if args.command == "health" and "OMNISTOCK_LISTEN" in os.environ:
+        # Probe the server of this container on loopback, whatever address it binds.
+        return "127.0.0.1:" + os.environ["OMNISTOCK_LISTEN"].rpartition(":")[2]
+    return DEFAULT_TARGET
+
+
 def _channel(args: argparse.Namespace) -> Any:
     import grpc
 
-    target = args.target or os.environ.get("OMNISTOCK_TARGET", DEFAULT_TARGET)
+    target = _target(args)
     options = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
     if args.tls_ca:
         creds = grpc.ssl_channel_credentials(Path(args.tls_ca).read_bytes())
@@ -145,6 +157,15 @@ def _client_command(args: argparse.Namespace) -> int:
         with _channel(args) as channel:
             if args.command == "load":
                 return _load(channel, args)
+            if args.command == "health":
+                from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+                reply = health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(), metadata=_metadata(args), timeout=3.0
+                )
+                serving = reply.status == health_pb2.HealthCheckResponse.SERVING
+                print(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+                return 0 if serving else 1
             stub = admin_pb2_grpc.AdminServiceStub(channel)
             md = _metadata(args)
             if args.command == "snapshot":
