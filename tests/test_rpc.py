@@ -1097,3 +1097,61 @@ async def test_metrics_record_methods_and_codes(stubs: Stubs, served: tuple[Any,
     assert sample(count, {"method": "/omnistock.v1.AdminService/GetStats", "code": "OK"}) >= 1
     assert sample("omnistock_rpc_in_flight", {"method": commit}) == 0
     assert sample("omnistock_batch_commands_count") > 0
+
+
+async def test_deadline_reaches_the_sequencer(
+    stubs: Stubs, served: tuple[Any, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writes hand their remaining time to the sequencer (which drops a command whose caller has
+    given up); the sequencer's DeadlineExceeded is answered DEADLINE_EXCEEDED."""
+    from server.sequencer import DeadlineExceeded
+
+    app = served[0]
+    seen: list[float | None] = []
+    submit = app.sequencer.submit
+
+    async def spy(command: Any, *, timeout_s: float | None = None) -> Any:
+        seen.append(timeout_s)
+        return await submit(command, timeout_s=timeout_s)
+
+    monkeypatch.setattr(app.sequencer, "submit", spy)
+    commit = reservation_pb2.CommitRequest(reservation_id=uid("missing"))
+    with pytest.raises(grpc.aio.AioRpcError):
+        await stubs.reservation.Commit(commit, timeout=5.0)
+    with pytest.raises(grpc.aio.AioRpcError):
+        await stubs.reservation.Commit(commit)
+    assert seen[0] is not None and 0 < seen[0] <= 5.5  # the deadline, give or take rounding
+    assert seen[1] is None
+
+    async def late(command: Any, *, timeout_s: float | None = None) -> Any:
+        raise DeadlineExceeded("deadline passed before the write was applied")
+
+    monkeypatch.setattr(app.sequencer, "submit", late)
+    await expect_error(
+        stubs.reservation.Commit(commit, timeout=5.0),
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        "DEADLINE_EXCEEDED",
+    )
+
+
+async def test_metrics_http_endpoint(served: tuple[Any, int]) -> None:
+    import urllib.request
+
+    metrics = served[0].metrics
+    port = metrics.start_http("127.0.0.1:0")
+    try:
+        url = f"http://127.0.0.1:{port}/metrics"
+        body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=10).read())
+    finally:
+        metrics.stop_http()
+    text = body.decode()
+    for name in (
+        "omnistock_rpc_duration_seconds_bucket",
+        "omnistock_rpc_in_flight",
+        "omnistock_batch_commands_bucket",
+        "omnistock_journal_fsync_duration_seconds",
+        "omnistock_snapshot_age_seconds",
+        "omnistock_snapshot_bytes",
+        "omnistock_snapshot_errors_total",
+    ):
+        assert name in text, name

@@ -18,7 +18,11 @@ import numpy as np
 
 from engine import limits
 from engine.codes import ReservationState
-from engine.commands import Commit, Extend, Fulfil, Line, Release, ReservationResult, Reserve
+from engine.commands import Commit as CommitCommand
+from engine.commands import Extend as ExtendCommand
+from engine.commands import Fulfil, Line, ReservationResult
+from engine.commands import Release as ReleaseCommand
+from engine.commands import Reserve as ReserveCommand
 from engine.errors import Code, EngineError, Rejection
 from omnistock.v1 import reservation_pb2, reservation_pb2_grpc, types_pb2
 from server.convert import (
@@ -102,7 +106,7 @@ class ReservationServicer(reservation_pb2_grpc.ReservationServiceServicer):
         lines = line_tuple(request.lines)
         check_ttl(request.ttl_ms)
         check_id(request.group_id, "group_id", required=False)
-        command = Reserve(
+        command = ReserveCommand(
             request.reservation_id, lines, request.ttl_ms, request.allow_partial, request.group_id
         )
         result = await submit(self.app, context, command, reservation_id=request.reservation_id)
@@ -114,7 +118,7 @@ class ReservationServicer(reservation_pb2_grpc.ReservationServiceServicer):
     async def Commit(
         self, request: reservation_pb2.CommitRequest, context: grpc.aio.ServicerContext
     ) -> reservation_pb2.CommitResponse:
-        result = await self._transition(Commit, request.reservation_id, context)
+        result = await self._transition(CommitCommand, request.reservation_id, context)
         return reservation_pb2.CommitResponse(
             reservation=reservation_pb(result.reservation), replayed=result.replayed
         )
@@ -123,13 +127,13 @@ class ReservationServicer(reservation_pb2_grpc.ReservationServiceServicer):
     async def Release(
         self, request: reservation_pb2.ReleaseRequest, context: grpc.aio.ServicerContext
     ) -> reservation_pb2.ReleaseResponse:
-        result = await self._transition(Release, request.reservation_id, context)
+        result = await self._transition(ReleaseCommand, request.reservation_id, context)
         return reservation_pb2.ReleaseResponse(
             reservation=reservation_pb(result.reservation), replayed=result.replayed
         )
 
     async def _transition(
-        self, kind: type[Commit] | type[Release], reservation_id: str, context: Any
+        self, kind: type[CommitCommand] | type[ReleaseCommand], reservation_id: str, context: Any
     ) -> ReservationResult:
         check_id(reservation_id, "reservation_id")
         return await submit(self.app, context, kind(reservation_id), reservation_id=reservation_id)
@@ -141,7 +145,7 @@ class ReservationServicer(reservation_pb2_grpc.ReservationServiceServicer):
         check_id(request.reservation_id, "reservation_id")
         check_ttl(request.ttl_ms)
         check_id(request.request_id, "request_id", required=False)
-        command = Extend(request.reservation_id, request.ttl_ms)
+        command = ExtendCommand(request.reservation_id, request.ttl_ms)
         result = await submit(self.app, context, command, reservation_id=request.reservation_id)
         return reservation_pb2.ExtendResponse(
             reservation=reservation_pb(result.reservation), replayed=result.replayed
@@ -222,7 +226,7 @@ class ReservationServicer(reservation_pb2_grpc.ReservationServiceServicer):
         starts = np.zeros(count + 1, np.int64)
         np.cumsum(line_counts, out=starts[1:])
         errors: dict[int, Rejection] = {}
-        commands: list[Reserve] = []
+        commands: list[ReserveCommand] = []
         submitted: list[int] = []
         qty_list = qtys.tolist()
         for r, (reservation_id, l0, l1) in enumerate(
@@ -246,7 +250,7 @@ class ReservationServicer(reservation_pb2_grpc.ReservationServiceServicer):
                 errors[r] = exc.rejection
                 continue
             commands.append(
-                Reserve(
+                ReserveCommand(
                     reservation_id,
                     tuple(lines),
                     request.ttl_ms,
@@ -287,17 +291,17 @@ class ReservationServicer(reservation_pb2_grpc.ReservationServiceServicer):
     async def CommitBatch(
         self, request: reservation_pb2.ReservationIdsBatch, context: grpc.aio.ServicerContext
     ) -> reservation_pb2.ReservationStatesBatch:
-        return await self._transition_batch(Commit, request, context)
+        return await self._transition_batch(CommitCommand, request, context)
 
     @unary
     async def ReleaseBatch(
         self, request: reservation_pb2.ReservationIdsBatch, context: grpc.aio.ServicerContext
     ) -> reservation_pb2.ReservationStatesBatch:
-        return await self._transition_batch(Release, request, context)
+        return await self._transition_batch(ReleaseCommand, request, context)
 
     async def _transition_batch(
         self,
-        kind: type[Commit] | type[Release],
+        kind: type[CommitCommand] | type[ReleaseCommand],
         request: reservation_pb2.ReservationIdsBatch,
         context: grpc.aio.ServicerContext,
     ) -> reservation_pb2.ReservationStatesBatch:
