@@ -18,6 +18,10 @@ SCENARIOS: dict[str, tuple[str, str]] = {
         "bench.kernels",
         "engine micro benchmarks: reserve, availability, one-line call, expiry, memory",
     ),
+    "sourcing": (
+        "bench.sourcing",
+        "SourceOrder and FindNearby in-process latency: 2,000 nodes, 100,000 SKUs, 3-line orders",
+    ),
 }
 
 
