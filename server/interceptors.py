@@ -20,7 +20,7 @@ from typing import Any
 
 import grpc
 
-from server.auth import PUBLIC, Tokens, bearer_token, method_roles
+from server.auth import PUBLIC, Tokens, TokensFileError, bearer_token, method_roles
 from server.convert import status_of
 
 __all__ = ["AuthInterceptor", "MetricsInterceptor", "build_interceptors"]
@@ -174,5 +174,12 @@ def build_interceptors(config: Any, metrics: Any) -> list[grpc.aio.ServerInterce
     (with auth off `create_server` binds loopback only)."""
     interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(metrics)]
     if config.tokens_file:
-        interceptors.append(AuthInterceptor(Tokens.load(config.tokens_file)))
+        try:
+            tokens = Tokens.load(config.tokens_file)
+        except TokensFileError as exc:
+            # The CLI reports a ConfigError as a startup error (exit 2), not a traceback.
+            from server.app import ConfigError
+
+            raise ConfigError(str(exc)) from None
+        interceptors.append(AuthInterceptor(tokens))
     return interceptors

@@ -230,6 +230,11 @@ async def test_auth_off_binds_loopback_only(tmp_path: Path) -> None:
     )
     assert port > 0
     await server.stop(None)
+    tokens.write_text("too-short read\n")
+    with pytest.raises(ConfigError, match="ASCII characters"):
+        await create_server(
+            ServerConfig(listen="127.0.0.1:0", data_dir=str(tmp_path), tokens_file=str(tokens))
+        )
 
 
 async def test_tokens_file_format() -> None:
