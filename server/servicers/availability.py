@@ -154,10 +154,13 @@ class AvailabilityServicer(availability_pb2_grpc.AvailabilityServiceServicer):
         async for request in request_iterator:
             yield columnar(self.app, request)
 
+    @unary
     async def FindNearby(
         self, request: availability_pb2.FindNearbyRequest, context: grpc.aio.ServicerContext
     ) -> availability_pb2.FindNearbyResponse:
-        await _unimplemented(context, "FindNearby")
+        from server.servicers.sourcing import find_nearby  # the sourcing issue's module
+
+        return find_nearby(self.app, request)
 
     async def WatchAvailability(
         self, request: availability_pb2.WatchRequest, context: grpc.aio.ServicerContext
