@@ -10,7 +10,8 @@ role, separated by whitespace; blank lines and lines starting with `#` are ignor
     c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6  admin
 
 Roles nest: `read` may call AvailabilityService, ReservationService.GetReservation and server
-reflection; `write` adds ReservationService and SupplyService; `admin` adds AdminService. Health
+reflection; `write` adds ReservationService, SupplyService and SourcingService; `admin` adds
+AdminService. Health
 checking is open to every caller (load balancers and orchestrators probe without a token). Any
 other method is denied to every role, so a service added later is closed until listed here.
 Clients send `authorization: Bearer <token>`. Tokens are kept only as SHA-256 digests.
@@ -22,7 +23,7 @@ import hashlib
 from collections.abc import Iterable
 from pathlib import Path
 
-from omnistock.v1 import admin_pb2, availability_pb2, reservation_pb2, supply_pb2
+from omnistock.v1 import admin_pb2, availability_pb2, reservation_pb2, sourcing_pb2, supply_pb2
 
 __all__ = [
     "PUBLIC",
@@ -64,6 +65,9 @@ def method_roles() -> dict[str, int]:
     for method in _service_methods(reservation_pb2, "ReservationService"):
         table[method] = ROLES["read"] if method.endswith("/GetReservation") else ROLES["write"]
     for method in _service_methods(supply_pb2, "SupplyService"):
+        table[method] = ROLES["write"]
+    # SourceOrder may hold stock (with a reservation_id), so it is a write.
+    for method in _service_methods(sourcing_pb2, "SourcingService"):
         table[method] = ROLES["write"]
     for method in _service_methods(admin_pb2, "AdminService"):
         table[method] = ROLES["admin"]

@@ -103,4 +103,3 @@ async def test_node_client_lists_every_service(tmp_path: Path, with_auth: bool) 
     assert code == 0, output
     listed = set(output.split())
     assert listed >= EXPECTED, sorted(EXPECTED - listed)
-    assert "omnistock.v1.SourcingService" not in listed
