@@ -165,3 +165,23 @@ async def test_holds_expire(backend: StockBackend) -> None:
     gone = await backend.release(Release("e3"), T0 + 3_001)
     assert isinstance(gone, ReservationResult) and gone.replayed
     assert gone.reservation.state == ReservationState.EXPIRED
+
+
+# --- redis-direct: the same script without a front ---------------------------------------------
+
+
+def test_resp_reply_counter() -> None:
+    from bench.redis_direct import count_replies, encode_command
+
+    assert encode_command("GET", "k") == b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"
+    buf = b"*3\r\n:1\r\n$2\r\nab\r\n$-1\r\n-ERR x\r\n+OK\r\n*2\r\n:1\r\n$5\r\nab"
+    assert count_replies(buf) == (3, 1, buf.index(b"*2\r\n:1"))
+
+
+def test_redis_direct_runs_the_reserve_script(redis_url: str) -> None:
+    from bench.redis_direct import run_mode
+
+    result = run_mode(redis_url, 2_000, 1, 16, "t-", None)
+    assert result["reserves"] == 2_000 and result["errors"] == 0
+    assert result["held_after"] == 2_000
+    assert result["reserves_per_s"] > 0
