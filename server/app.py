@@ -438,14 +438,14 @@ async def _serve(config: ServerConfig) -> int:
     await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
     if not starting.done():
         await asyncio.wait({starting})  # recovery runs in a thread; let it finish cleanly
-    exc = starting.exception()
-    if exc is not None:
+    failure = starting.exception()
+    if failure is not None:
         stopping.cancel()
         await server.stop(None)
-        if isinstance(exc, StartupError):
-            log.error("%s", exc)
+        if isinstance(failure, StartupError):
+            log.error("%s", failure)
             return EXIT_STARTUP
-        raise exc
+        raise failure
     await stopping
     await app.stop(server)
     return EXIT_OK

@@ -240,13 +240,19 @@ def redis_keeps_acknowledged_writes(url: str) -> bool:
     """True if Redis fsyncs every write (appendonly yes, appendfsync always); else False."""
     client = redis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=2.0)
     try:
-        appendonly = client.config_get("appendonly").get(b"appendonly", b"")
-        appendfsync = client.config_get("appendfsync").get(b"appendfsync", b"")
-        return appendonly == b"yes" and appendfsync == b"always"
+        found: dict[str, str] = {}
+        for name in ("appendonly", "appendfsync"):
+            for key, value in dict(client.config_get(name)).items():
+                found[_text(key)] = _text(value)
+        return found.get("appendonly") == "yes" and found.get("appendfsync") == "always"
     except redis.RedisError:
         return False
     finally:
         client.close()
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class Snapshotter:

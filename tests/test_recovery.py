@@ -277,3 +277,43 @@ async def test_redis_unreachable_at_start_recovers_from_whole_journal(
     assert _state(again.ledger) == before
     assert again.stats()["journal_seq"] > 0
     await _crash(again)
+
+
+async def test_journal_is_trimmed_behind_the_previous_snapshot(tmp_path: Path) -> None:
+    config = _config(tmp_path / "data", snapshot_journal_entries=10, journal_segment_bytes=4096)
+    app = App(config)
+    await app.start()
+    await _seed(app)
+    await _drive(app, seed=9, rounds=40)
+    await _wait(lambda: not app.snapshotter.stats().in_progress)  # type: ignore[union-attr]
+    stats = app.snapshotter.stats()  # type: ignore[union-attr]
+    journal = app.sequencer.journal
+    assert stats.trims > 0 and journal.first_seq > 1
+    # The journal still reaches back past the newest snapshot to the one before it.
+    assert journal.first_seq <= stats.last_journal_seq
+    before = _state(app.ledger)
+    await _crash(app)
+    again = App(config)
+    await again.start()
+    assert _state(again.ledger) == before
+    await again.stop()
+
+
+async def test_redis_without_fsync_always_never_trims(
+    tmp_path: Path,
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    config = _config(
+        tmp_path / "data",
+        redis_url=redis_server.url,
+        snapshot_journal_entries=10,
+        journal_segment_bytes=4096,
+    )
+    app = App(config)
+    await app.start()
+    await _seed(app)
+    await _drive(app, seed=10, rounds=30)
+    await _wait(lambda: not app.snapshotter.stats().in_progress)  # type: ignore[union-attr]
+    assert app.snapshotter.stats().saves >= 2  # type: ignore[union-attr]
+    assert app.sequencer.journal.first_seq == 1
+    await app.stop()
