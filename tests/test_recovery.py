@@ -317,3 +317,36 @@ async def test_redis_without_fsync_always_never_trims(
     assert app.snapshotter.stats().saves >= 2  # type: ignore[union-attr]
     assert app.sequencer.journal.first_seq == 1
     await app.stop()
+
+
+# --- lifecycle -----------------------------------------------------------------------------
+
+
+async def test_auth_off_refuses_non_loopback(tmp_path: Path) -> None:
+    from server.app import ConfigError, create_server
+
+    with pytest.raises(ConfigError, match="loopback"):
+        await create_server(_config(tmp_path / "data", listen="0.0.0.0:0"))
+
+
+async def test_health_not_serving_until_recovered_then_final_snapshot(tmp_path: Path) -> None:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from server.app import create_server
+
+    server, app, port = await create_server(_config(tmp_path / "data", listen="127.0.0.1:0"))
+    await server.start()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        request = health_pb2.HealthCheckRequest(service="")
+        assert (await stub.Check(request)).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        await app.start()
+        assert (await stub.Check(request)).status == health_pb2.HealthCheckResponse.SERVING
+        for service in app.services:
+            reply = await stub.Check(health_pb2.HealthCheckRequest(service=service))
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        await _seed(app)
+        seq = app.sequencer.journal_seq
+        await app.stop(server, grace_s=1.0)
+    assert app.snapshotter is not None and app.snapshotter.stats().last_journal_seq == seq
