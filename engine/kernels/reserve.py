@@ -48,6 +48,7 @@ from engine.state import (
     R_STATE,
     R_TERMINAL_MS,
     RESERVED,
+    UNAVAILABLE,
 )
 
 OK = np.int8(LineStatus.OK)
@@ -412,13 +413,20 @@ def fulfil(st, res_idxs, op_offsets, line_idxs, qtys, now_ms, out_code):
             continue
         code = DONE
         for e in range(op_offsets[k], op_offsets[k + 1]):
-            a = line_idxs[e]
-            if qtys[e] > ln[a, L_HELD]:
+            if qtys[e] > ln[line_idxs[e], L_HELD]:
                 code = OVER_HELD
                 break
-            if qtys[e] > qty[ln[a, L_SLOT], ON_HAND]:
-                code = NO_STOCK
-                break
+        if code == DONE:
+            # Only sellable units on hand can be handed over (backordered ones are not there
+            # yet). Lines of one position are judged on their sum: take them off tentatively.
+            for e in range(op_offsets[k], op_offsets[k + 1]):
+                qty[ln[line_idxs[e], L_SLOT], ON_HAND] -= qtys[e]
+            for e in range(op_offsets[k], op_offsets[k + 1]):
+                slot = ln[line_idxs[e], L_SLOT]
+                if qty[slot, ON_HAND] < qty[slot, UNAVAILABLE]:
+                    code = NO_STOCK
+            for e in range(op_offsets[k], op_offsets[k + 1]):
+                qty[ln[line_idxs[e], L_SLOT], ON_HAND] += qtys[e]
         out_code[k] = code
         if code != DONE:
             continue
