@@ -35,6 +35,7 @@ from engine.codes import NodeType
 from engine.commands import (
     Command,
     Commit,
+    Fulfil,
     Line,
     NodeSpec,
     Release,
@@ -116,6 +117,7 @@ class OpKind(IntEnum):
     RESERVE = 2
     COMMIT = 3
     RELEASE = 4
+    FULFIL = 5  # hand over everything a committed reservation allocated (M5 replay)
 
 
 @dataclass(frozen=True)
@@ -337,7 +339,8 @@ def generate_ops(
         raise ValueError(f"count must be in 0..{WORKLOAD_OPS_MAX}")
     seed = net.spec.seed if seed is None else seed
     rng = np.random.default_rng([seed, 2])
-    kinds = rng.choice(len(OpKind), size=count, p=mix.shares())
+    shares = mix.shares()
+    kinds = rng.choice(len(shares), size=count, p=shares)
     skus_drawn = _draw_skus(net, rng, count * LINES_PER_RESERVE_MAX)
     u = rng.random((count, 4))
     metro_w = _metro_weights()
@@ -397,7 +400,7 @@ def generate_ops(
     return ops
 
 
-def op_to_command(op: Op) -> Reserve | Commit | Release:
+def op_to_command(op: Op) -> Reserve | Commit | Release | Fulfil:
     """The engine command of a mutating op (reads have no command)."""
     if op.kind == OpKind.RESERVE:
         return Reserve(reservation_id=op.reservation_id, lines=op.lines, ttl_ms=op.ttl_ms)
@@ -405,6 +408,8 @@ def op_to_command(op: Op) -> Reserve | Commit | Release:
         return Commit(reservation_id=op.reservation_id)
     if op.kind == OpKind.RELEASE:
         return Release(reservation_id=op.reservation_id)
+    if op.kind == OpKind.FULFIL:
+        return Fulfil(reservation_id=op.reservation_id)
     raise ValueError(f"{op.kind.name} is a read; it has no engine command")
 
 
