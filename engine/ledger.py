@@ -78,8 +78,6 @@ from engine.state import (
     L_FULFILLED,
     L_GRANTED,
     L_HELD,
-    L_NODE,
-    L_SKU,
     L_STATUS,
     N_CAPACITY_DAILY,
     N_ENABLED,
@@ -613,16 +611,18 @@ class Ledger:
                 if ln[a, L_HELD] > 0:
                     take[a] = int(ln[a, L_HELD])
         else:
+            # A fulfil line names reservation lines by (sku, node), whatever their ids became.
+            content = self._res_content[r]
+            assert content is not None
+            names = [(x.sku, x.node_id) for x in _reserve_decoder.decode(content).lines]
             for i, line in enumerate(cmd.lines):
                 bad = _check_qty(line.qty, f"lines[{i}].qty")
                 if bad is not None:
                     return bad
-                s = self._skus.ids.get(line.sku, EMPTY)
-                n = self._nodes.ids.get(line.node_id, EMPTY)
                 want = line.qty
                 matched = False
                 for a in range(l0, l0 + count):
-                    if ln[a, L_SKU] != s or ln[a, L_NODE] != n or s == EMPTY:
+                    if names[a - l0] != (line.sku, line.node_id):
                         continue
                     matched = True
                     free = int(ln[a, L_HELD]) - take.get(a, 0)
