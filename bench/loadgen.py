@@ -45,6 +45,8 @@ from typing import Any
 
 __all__ = [
     "Result",
+    "find_h2load",
+    "run_h2load",
     "check_loopback",
     "read_payloads",
     "run_open_loop",
@@ -433,6 +435,95 @@ def run_open_loop(
     )
 
 
+# --- h2load (nghttp2-client): a C client, several times cheaper per request -------------------
+
+H2LOAD_ENV = "OMNISTOCK_H2LOAD"  # path to an h2load binary when it is not on PATH
+
+
+def find_h2load() -> str | None:
+    return os.environ.get(H2LOAD_ENV) or shutil.which("h2load")
+
+
+def run_h2load(
+    target: str,
+    method: str,
+    payload: bytes,
+    rate_per_s: float,
+    duration_s: float,
+    connections: int = 1,
+    cpu: int | None = None,
+    h2load: str | None = None,
+) -> Result:
+    """The same schedule driven by `h2load --rps` (one payload for every request; h2load sees
+    HTTP statuses only, so gRPC errors, which travel in trailers, are invisible to it: use it for
+    reads and the empty handler, not for checking outcomes). Latency comes from its per-request
+    log, measured from the actual send; its CPU from `RUSAGE_CHILDREN`."""
+    import tempfile
+
+    from hdrh.histogram import HdrHistogram
+
+    check_loopback(target)
+    tool = h2load or find_h2load()
+    if tool is None:
+        raise FileNotFoundError(f"h2load not found (Debian: nghttp2-client; or set {H2LOAD_ENV})")
+    if not 0 < rate_per_s <= RATE_PER_S_MAX or not 0 < duration_s <= DURATION_S_MAX:
+        raise ValueError("rate_per_s or duration_s out of bounds")
+    requests = min(int(rate_per_s * duration_s), REQUESTS_MAX)
+    with tempfile.TemporaryDirectory(prefix="omnistock-h2load-") as tmp:
+        data = Path(tmp) / "request.grpc"
+        data.write_bytes(struct.pack(">BI", 0, len(payload)) + payload)
+        log = Path(tmp) / "requests.log"
+        cmd = [
+            tool, "-n", str(requests), "-c", str(connections), "-m", str(IN_FLIGHT_MAX // 20),
+            f"--rps={rate_per_s / connections:g}", "-d", str(data), f"--log-file={log}",
+            "-H", "content-type: application/grpc", "-H", "te: trailers",
+            f"http://{target}{method}",
+        ]  # fmt: skip
+        if cpu is not None and shutil.which("taskset"):
+            cmd = ["taskset", "-c", str(cpu), *cmd]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0 = time.perf_counter()
+        subprocess.run(cmd, capture_output=True, check=True, timeout=duration_s + DRAIN_S_MAX + 30)
+        elapsed = time.perf_counter() - t0
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        hist = HdrHistogram(1, LATENCY_US_MAX, 3)
+        errors: dict[str, int] = {}
+        ok = 0
+        for row in log.read_text().splitlines():
+            _, status, latency_us = row.split("\t")[:3]
+            hist.record_value(min(max(1, int(latency_us)), LATENCY_US_MAX))
+            if status == "200":
+                ok += 1
+            else:
+                errors[f"HTTP_{status}"] = errors.get(f"HTTP_{status}", 0) + 1
+    cpu_s = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return Result(
+        target=target,
+        method=method,
+        rate_per_s=rate_per_s,
+        duration_s=duration_s,
+        processes=1,
+        requests_scheduled=requests,
+        sent=ok + sum(errors.values()),
+        ok=ok,
+        errors=errors,
+        elapsed_s=elapsed,
+        achieved_rate_per_s=(ok + sum(errors.values())) / max(elapsed, duration_s * 0.5),
+        latency_us={
+            "p50": hist.get_value_at_percentile(50),
+            "p90": hist.get_value_at_percentile(90),
+            "p99": hist.get_value_at_percentile(99),
+            "p99.9": hist.get_value_at_percentile(99.9),
+            "max": hist.get_max_value(),
+            "mean": hist.get_mean_value(),
+        },
+        send_lag_max_us=float("nan"),
+        client_cpu_s=[cpu_s],
+        client_cpu_util=[cpu_s / max(elapsed, 1e-9)],
+        histogram=hist.encode().decode(),
+    )
+
+
 # --- self-test server: an empty handler, the floor of gRPC in Python ---------------------------
 
 EMPTY_METHOD = "/omnistock.bench.Empty/Call"
@@ -513,6 +604,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--json", help="write the result here")
     ap.add_argument("--self-test", action="store_true", help="run against a private empty server")
     ap.add_argument("--server-cpu", type=int, default=None, help="pin the self-test server")
+    ap.add_argument("--h2load", action="store_true", help="drive with h2load --rps instead")
     ap.add_argument("--serve-empty", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.serve_empty:
@@ -529,10 +621,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if not target:
             ap.error("--target is required (or --self-test)")
-        result = run_open_loop(
-            target, args.method, payloads, args.rate, args.duration, args.processes,
-            metadata=metadata, cpus=cpus,
-        )  # fmt: skip
+        if args.h2load:
+            result = run_h2load(
+                target, args.method, payloads[0], args.rate, args.duration, args.processes,
+                cpu=cpus[0] if cpus else None,
+            )  # fmt: skip
+        else:
+            result = run_open_loop(
+                target, args.method, payloads, args.rate, args.duration, args.processes,
+                metadata=metadata, cpus=cpus,
+            )  # fmt: skip
     finally:
         if server is not None:
             stop(server)

@@ -73,3 +73,13 @@ def test_errors_are_counted_by_code(empty_server: str) -> None:
     result = run_open_loop(empty_server, "/no.Such/Method", [b""], 100, 0.5)
     assert result.ok == 0
     assert result.errors == {"UNIMPLEMENTED": 50}
+
+
+def test_h2load_driver(empty_server: str) -> None:
+    from bench.loadgen import find_h2load, run_h2load
+
+    if find_h2load() is None:
+        pytest.skip("h2load is not installed (Debian: nghttp2-client)")
+    result = run_h2load(empty_server, EMPTY_METHOD, b"", 200, 0.5)
+    assert result.ok == 100 and result.errors == {}
+    assert result.client_cpu_s[0] > 0
