@@ -121,11 +121,10 @@ def _sift_down(heap, i, n):
         i = smallest
 
 
-@njit(cache=True)
-def heap_push(st, expires_ms, res_idx):
-    heap = st.heap
-    i = st.ctr[C_HEAP_LEN]
-    st.ctr[C_HEAP_LEN] = i + 1
+@njit(inline="always", cache=True)
+def _heap_push(heap, ctr, expires_ms, res_idx):
+    i = ctr[C_HEAP_LEN]
+    ctr[C_HEAP_LEN] = i + 1
     heap[i, H_EXPIRES_MS] = expires_ms
     heap[i, H_RES] = res_idx
     while i > 0:
@@ -137,10 +136,14 @@ def heap_push(st, expires_ms, res_idx):
 
 
 @njit(cache=True)
-def _heap_pop(st):
-    heap = st.heap
-    n = st.ctr[C_HEAP_LEN] - 1
-    st.ctr[C_HEAP_LEN] = n
+def heap_push(st, expires_ms, res_idx):
+    _heap_push(st.heap, st.ctr, expires_ms, res_idx)
+
+
+@njit(cache=True)
+def _heap_pop(heap, ctr):
+    n = ctr[C_HEAP_LEN] - 1
+    ctr[C_HEAP_LEN] = n
     if n > 0:
         heap[0, 0] = heap[n, 0]
         heap[0, 1] = heap[n, 1]
@@ -148,19 +151,20 @@ def _heap_pop(st):
 
 
 @njit(inline="always", cache=True)
-def _entry_live(st, i):
-    r = st.heap[i, H_RES]
-    return st.res[r, R_STATE] == HELD and st.res[r, R_EXPIRES_MS] == st.heap[i, H_EXPIRES_MS]
+def _entry_live(heap, res, i):
+    r = heap[i, H_RES]
+    return res[r, R_STATE] == HELD and res[r, R_EXPIRES_MS] == heap[i, H_EXPIRES_MS]
 
 
 @njit(cache=True)
 def heap_compact(st):
     """Drop stale entries (extended, committed or released holds) and re-heapify."""
     heap = st.heap
+    res = st.res
     n = st.ctr[C_HEAP_LEN]
     kept = 0
     for i in range(n):
-        if _entry_live(st, i):
+        if _entry_live(heap, res, i):
             heap[kept, 0] = heap[i, 0]
             heap[kept, 1] = heap[i, 1]
             kept += 1
@@ -185,21 +189,21 @@ def _reservable(qty, slot, g, grp_i64):
 
 
 @njit(inline="always", cache=True)
-def _line_guard(st, g, s, n, q):
+def _line_guard(grp_i64, node_i64, sku_known, member, table, pos_key, g, s, n, q):
     """Status of a line before looking at quantities, in precedence order, and its slot."""
     if q <= 0 or q > QTY_MAX:
         return INVALID_QTY, EMPTY
-    if g >= 0 and not group_ok(st.grp_i64, g):
+    if g >= 0 and not group_ok(grp_i64, g):
         return UNKNOWN_GROUP, EMPTY
-    if not node_ok(st.node_i64, n):
+    if not node_ok(node_i64, n):
         return UNKNOWN_NODE, EMPTY
-    if not sku_ok(st.sku_known, s):
+    if not sku_ok(sku_known, s):
         return UNKNOWN_SKU, EMPTY
-    if st.node_i64[n, N_ENABLED] == 0:
+    if node_i64[n, N_ENABLED] == 0:
         return NODE_DISABLED, EMPTY
-    if g >= 0 and st.member[g, n] == 0:
+    if g >= 0 and member[g, n] == 0:
         return INSUFFICIENT, EMPTY
-    slot = find_slot(st.table, st.pos_key, s, n)
+    slot = find_slot(table, pos_key, s, n)
     if slot == EMPTY:
         return INSUFFICIENT, EMPTY
     return OK, slot
@@ -221,8 +225,18 @@ def reserve(st, req, lines, now_ms):
     The caller allocated each reservation index (req[k, Q_RES]) and made room in the line arena
     and the heap. Returns the number of reservations that ended HELD.
     """
+    # Every StructRef field is read once, here: a field read costs a reference-count round trip.
     qty = st.qty
     ln = st.ln
+    res = st.res
+    ctr = st.ctr
+    heap = st.heap
+    grp_i64 = st.grp_i64
+    node_i64 = st.node_i64
+    sku_known = st.sku_known
+    member = st.member
+    table = st.table
+    pos_key = st.pos_key
     held_count = 0
     j = 0
     for k in range(req.shape[0]):
@@ -230,8 +244,8 @@ def reserve(st, req, lines, now_ms):
         g = req[k, Q_GROUP]
         partial = req[k, Q_ALLOW_PARTIAL] != 0
         count = req[k, Q_LINE_COUNT]
-        l0 = st.ctr[C_LINES_USED]
-        st.ctr[C_LINES_USED] = l0 + count
+        l0 = ctr[C_LINES_USED]
+        ctr[C_LINES_USED] = l0 + count
         failed = False
         # Guards, and (all-or-nothing) tentatively add every valid line so that lines for the
         # same position are judged on their sum.
@@ -240,7 +254,9 @@ def reserve(st, req, lines, now_ms):
             s = lines[j + x, 0]
             n = lines[j + x, 1]
             q = lines[j + x, 2]
-            status, slot = _line_guard(st, g, s, n, q)
+            status, slot = _line_guard(
+                grp_i64, node_i64, sku_known, member, table, pos_key, g, s, n, q
+            )
             ln[a, L_SLOT] = slot
             ln[a, L_SKU] = s
             ln[a, L_NODE] = n
@@ -253,7 +269,7 @@ def reserve(st, req, lines, now_ms):
                 failed = True
                 continue
             if partial:
-                grant = min(q, max(0, _reservable(qty, slot, g, st.grp_i64)))
+                grant = min(q, max(0, _reservable(qty, slot, g, grp_i64)))
                 qty[slot, RESERVED] += grant
                 ln[a, L_HELD] = grant
                 ln[a, L_GRANTED] = grant
@@ -267,7 +283,7 @@ def reserve(st, req, lines, now_ms):
             for x in range(count):
                 a = l0 + x
                 slot = ln[a, L_SLOT]
-                if ln[a, L_STATUS] == OK and _reservable(qty, slot, g, st.grp_i64) < 0:
+                if ln[a, L_STATUS] == OK and _reservable(qty, slot, g, grp_i64) < 0:
                     ln[a, L_STATUS] = INSUFFICIENT
                     failed = True
             for x in range(count):
@@ -281,21 +297,22 @@ def reserve(st, req, lines, now_ms):
         total = 0
         for x in range(count):
             total += ln[l0 + x, L_HELD]
-        st.res[r, R_LINE_START] = l0
-        st.res[r, R_LINE_COUNT] = count
-        st.res[r, R_GROUP] = g
-        st.res[r, R_CREATED_MS] = now_ms
-        st.res[r, R_ALLOW_PARTIAL] = 1 if partial else 0
+        res[r, R_LINE_START] = l0
+        res[r, R_LINE_COUNT] = count
+        res[r, R_GROUP] = g
+        res[r, R_CREATED_MS] = now_ms
+        res[r, R_ALLOW_PARTIAL] = 1 if partial else 0
         if total > 0:
-            st.res[r, R_STATE] = HELD
-            st.res[r, R_EXPIRES_MS] = req[k, Q_EXPIRES_MS]
-            st.res[r, R_TERMINAL_MS] = 0
-            heap_push(st, req[k, Q_EXPIRES_MS], r)
-            st.ctr[C_HELD] += 1
+            res[r, R_STATE] = HELD
+            res[r, R_EXPIRES_MS] = req[k, Q_EXPIRES_MS]
+            res[r, R_TERMINAL_MS] = 0
+            _heap_push(heap, ctr, req[k, Q_EXPIRES_MS], r)
+            ctr[C_HELD] += 1
             held_count += 1
         else:
-            st.res[r, R_EXPIRES_MS] = 0
-            _set_terminal(st, r, REJECTED, now_ms)
+            res[r, R_EXPIRES_MS] = 0
+            res[r, R_STATE] = REJECTED
+            res[r, R_TERMINAL_MS] = now_ms
         j += count
     return held_count
 
@@ -304,19 +321,19 @@ def reserve(st, req, lines, now_ms):
 
 
 @njit(inline="always", cache=True)
-def _move_held(st, r, from_col, to_col):
+def _move_held(res, ln, qty, r, from_col, to_col):
     """Move (or, with to_col < 0, drop) every line's held units out of bucket from_col."""
-    l0 = st.res[r, R_LINE_START]
-    for a in range(l0, l0 + st.res[r, R_LINE_COUNT]):
-        h = st.ln[a, L_HELD]
+    l0 = res[r, R_LINE_START]
+    for a in range(l0, l0 + res[r, R_LINE_COUNT]):
+        h = ln[a, L_HELD]
         if h == 0:
             continue
-        slot = st.ln[a, L_SLOT]
-        st.qty[slot, from_col] -= h
+        slot = ln[a, L_SLOT]
+        qty[slot, from_col] -= h
         if to_col >= 0:
-            st.qty[slot, to_col] += h
+            qty[slot, to_col] += h
         else:
-            st.ln[a, L_HELD] = 0
+            ln[a, L_HELD] = 0
 
 
 @njit(inline="always", cache=True)
@@ -338,7 +355,7 @@ def _count_capacity(st, r, now_ms):
 @njit(inline="always", cache=True)
 def _commit_hold(st, r, now_ms):
     """HELD -> COMMITTED: reserved units become allocated and stop expiring."""
-    _move_held(st, r, RESERVED, ALLOCATED)
+    _move_held(st.res, st.ln, st.qty, r, RESERVED, ALLOCATED)
     _count_capacity(st, r, now_ms)
     st.res[r, R_STATE] = COMMITTED
     st.res[r, R_EXPIRES_MS] = 0
@@ -366,13 +383,13 @@ def release(st, res_idxs, now_ms, out_code):
         r = res_idxs[k]
         state = st.res[r, R_STATE]
         if state == HELD:
-            _move_held(st, r, RESERVED, -1)
+            _move_held(st.res, st.ln, st.qty, r, RESERVED, -1)
             _set_terminal(st, r, RELEASED, now_ms)
             st.res[r, R_EXPIRES_MS] = 0
             st.ctr[C_HELD] -= 1
             out_code[k] = DONE
         elif state == COMMITTED:
-            _move_held(st, r, ALLOCATED, -1)
+            _move_held(st.res, st.ln, st.qty, r, ALLOCATED, -1)
             fulfilled = 0
             l0 = st.res[r, R_LINE_START]
             for a in range(l0, l0 + st.res[r, R_LINE_COUNT]):
@@ -454,17 +471,24 @@ def expire(st, now_ms):
 
     Writes the expired reservation indices to st.expired_out and returns how many.
     """
+    heap = st.heap
+    ctr = st.ctr
+    res = st.res
+    ln = st.ln
+    qty = st.qty
+    expired_out = st.expired_out
     out = 0
-    while st.ctr[C_HEAP_LEN] > 0 and st.heap[0, H_EXPIRES_MS] <= now_ms:
-        live = _entry_live(st, 0)
-        r = st.heap[0, H_RES]
-        _heap_pop(st)
+    while ctr[C_HEAP_LEN] > 0 and heap[0, H_EXPIRES_MS] <= now_ms:
+        live = _entry_live(heap, res, 0)
+        r = heap[0, H_RES]
+        _heap_pop(heap, ctr)
         if not live:
             continue
-        _move_held(st, r, RESERVED, -1)
-        _set_terminal(st, r, EXPIRED, now_ms)
-        st.ctr[C_HELD] -= 1
-        st.expired_out[out] = r
+        _move_held(res, ln, qty, r, RESERVED, -1)
+        res[r, R_STATE] = EXPIRED
+        res[r, R_TERMINAL_MS] = now_ms
+        ctr[C_HELD] -= 1
+        expired_out[out] = r
         out += 1
-    st.ctr[C_EXPIRED_OUT] = out
+    ctr[C_EXPIRED_OUT] = out
     return out
