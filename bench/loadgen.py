@@ -82,6 +82,7 @@ class Result:
     client_cpu_s: list[float]  # user + system, per worker, during the run
     client_cpu_util: list[float]  # CPU seconds / wall seconds, per worker (1.0 = one core busy)
     histogram: str = field(repr=False, default="")  # HdrHistogram, base64 (mergeable)
+    latency_us_by_method: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def summary(self) -> str:
         lat = self.latency_us
@@ -227,25 +228,33 @@ async def _worker_main(job: dict[str, Any]) -> dict[str, Any]:
         job["target"], options=[("grpc.use_local_subchannel_pool", 1)]
     ) as channel:
         await asyncio.wait_for(channel.channel_ready(), DEADLINE_S)
-        call = channel.unary_unary(
-            job["method"], request_serializer=None, response_deserializer=None
-        )
-        # Warm the call path so the first due request does not pay for it.
-        with contextlib.suppress(grpc.aio.AioRpcError):
-            await call(payloads[worker % len(payloads)], metadata=metadata, timeout=DEADLINE_S)
+        names: list[str] = job["method_names"]
+        calls = [
+            channel.unary_unary(m, request_serializer=None, response_deserializer=None)
+            for m in names
+        ]
+        method_index: list[int] | None = job["method_index"]
+        hists = [HdrHistogram(1, LATENCY_US_MAX, 3) for _ in names] if len(names) > 1 else None
+        # Warm each call path so the first due request does not pay for it.
+        for m, call in enumerate(calls):
+            k = method_index.index(m) if method_index else worker % len(payloads)
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                await call(payloads[k], metadata=metadata, timeout=DEADLINE_S)
         t0 = perf() + (job["start_wall"] - time.time()) + worker / job["rate_per_s"]
         all_done = asyncio.get_running_loop().create_future()
 
-        async def one(payload: bytes, due: float) -> None:
+        async def one(payload: bytes, m: int, due: float) -> None:
             nonlocal in_flight
             try:
-                await call(payload, metadata=metadata, timeout=DEADLINE_S)
+                await calls[m](payload, metadata=metadata, timeout=DEADLINE_S)
                 done["ok"] += 1
             except grpc.aio.AioRpcError as exc:
                 name = exc.code().name
                 errors[name] = errors.get(name, 0) + 1
-            latency_us = (perf() - due) * 1e6
-            hist.record_value(min(max(1, int(latency_us)), LATENCY_US_MAX))
+            latency_us = min(max(1, int((perf() - due) * 1e6)), LATENCY_US_MAX)
+            hist.record_value(latency_us)
+            if hists is not None:
+                hists[m].record_value(latency_us)
             done["answered"] += 1
             in_flight -= 1
             if in_flight == 0 and sent_all and not all_done.done():
@@ -276,8 +285,9 @@ async def _worker_main(job: dict[str, Any]) -> dict[str, Any]:
                 else:
                     in_flight += 1
                     state["sent"] += 1
+                    i = (worker + k * processes) % n_payloads
                     task = asyncio.create_task(
-                        one(payloads[(worker + k * processes) % n_payloads], due)
+                        one(payloads[i], method_index[i] if method_index else 0, due)
                     )
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
@@ -311,6 +321,7 @@ async def _worker_main(job: dict[str, Any]) -> dict[str, Any]:
         "lag_max_us": lag_max * 1e6,
         "cpu_s": cpu,
         "histogram": hist.encode().decode(),
+        "histograms": [h.encode().decode() for h in hists] if hists else [],
     }
 
 
@@ -339,9 +350,12 @@ def run_open_loop(
     metadata: Sequence[tuple[str, str]] | None = None,
     requests_max: int = REQUESTS_MAX,
     cpus: Sequence[int] | None = None,
+    methods: Sequence[str] | None = None,
 ) -> Result:
     """Send `rate_per_s × duration_s` requests (at most `requests_max`) on a fixed schedule,
     spread over `processes` workers; payloads are used in order, wrapping around.
+    `methods`: one method per payload (a mix in one schedule); then `method` is only a label and
+    `Result.latency_us_by_method` has the percentiles of each method.
     `cpus`: pin the workers to these CPUs (`os.sched_setaffinity`), e.g. the core not running the
     server."""
     check_loopback(target)
@@ -353,6 +367,11 @@ def run_open_loop(
         raise ValueError(f"duration_s must be in (0, {DURATION_S_MAX}]")
     if not 1 <= processes <= PROCESSES_MAX:
         raise ValueError(f"processes must be in 1..{PROCESSES_MAX}")
+    if methods is not None and len(methods) != len(payloads):
+        raise ValueError("methods: need one method per payload")
+    names = sorted(set(methods)) if methods is not None else [method]
+    name_index = {m: i for i, m in enumerate(names)}
+    method_index = [name_index[m] for m in methods] if methods is not None else None
     requests = min(int(rate_per_s * duration_s), requests_max, REQUESTS_MAX)
     if requests < processes:
         raise ValueError("fewer requests than processes; raise the rate or the duration")
@@ -366,7 +385,8 @@ def run_open_loop(
             "worker": w,
             "processes": processes,
             "target": target,
-            "method": method,
+            "method_names": names,
+            "method_index": method_index,
             "payloads": payloads,
             "rate_per_s": rate_per_s,
             "requests": requests,
@@ -400,9 +420,12 @@ def run_open_loop(
     if failures:
         raise RuntimeError("load generator worker failed: " + "; ".join(failures))
     hist = HdrHistogram(1, LATENCY_US_MAX, 3)
+    by_method = [HdrHistogram(1, LATENCY_US_MAX, 3) for _ in names] if len(names) > 1 else []
     errors: dict[str, int] = {}
     for r in reports:
         hist.add(HdrHistogram.decode(r["histogram"]))
+        for h, encoded in zip(by_method, r["histograms"], strict=True):
+            h.add(HdrHistogram.decode(encoded))
         for k, v in r["errors"].items():
             errors[k] = errors.get(k, 0) + v
     answered = sum(r["answered"] for r in reports)
@@ -420,19 +443,26 @@ def run_open_loop(
         errors=errors,
         elapsed_s=elapsed,
         achieved_rate_per_s=answered / max(send_s, duration_s * 0.5, 1e-9),
-        latency_us={
-            "p50": hist.get_value_at_percentile(50),
-            "p90": hist.get_value_at_percentile(90),
-            "p99": hist.get_value_at_percentile(99),
-            "p99.9": hist.get_value_at_percentile(99.9),
-            "max": hist.get_max_value(),
-            "mean": hist.get_mean_value(),
-        },
+        latency_us=_percentiles(hist),
         send_lag_max_us=max(r["lag_max_us"] for r in reports),
         client_cpu_s=[r["cpu_s"] for r in reports],
         client_cpu_util=[r["cpu_s"] / max(r["elapsed_s"], 1e-9) for r in reports],
         histogram=hist.encode().decode(),
+        latency_us_by_method={
+            m: _percentiles(h) for m, h in zip(names, by_method, strict=False) if h.total_count
+        },
     )
+
+
+def _percentiles(hist: Any) -> dict[str, float]:
+    return {
+        "p50": hist.get_value_at_percentile(50),
+        "p90": hist.get_value_at_percentile(90),
+        "p99": hist.get_value_at_percentile(99),
+        "p99.9": hist.get_value_at_percentile(99.9),
+        "max": hist.get_max_value(),
+        "mean": hist.get_mean_value(),
+    }
 
 
 # --- h2load (nghttp2-client): a C client, several times cheaper per request -------------------
@@ -509,14 +539,7 @@ def run_h2load(
         errors=errors,
         elapsed_s=elapsed,
         achieved_rate_per_s=(ok + sum(errors.values())) / max(elapsed, duration_s * 0.5),
-        latency_us={
-            "p50": hist.get_value_at_percentile(50),
-            "p90": hist.get_value_at_percentile(90),
-            "p99": hist.get_value_at_percentile(99),
-            "p99.9": hist.get_value_at_percentile(99.9),
-            "max": hist.get_max_value(),
-            "mean": hist.get_mean_value(),
-        },
+        latency_us=_percentiles(hist),
         send_lag_max_us=float("nan"),
         client_cpu_s=[cpu_s],
         client_cpu_util=[cpu_s / max(elapsed, 1e-9)],

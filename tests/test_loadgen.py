@@ -83,3 +83,13 @@ def test_h2load_driver(empty_server: str) -> None:
     result = run_h2load(empty_server, EMPTY_METHOD, b"", 200, 0.5)
     assert result.ok == 100 and result.errors == {}
     assert result.client_cpu_s[0] > 0
+
+
+def test_a_mix_of_methods_in_one_schedule(empty_server: str) -> None:
+    result = run_open_loop(
+        empty_server, "mix", [b"", b""], 200, 0.5, methods=[EMPTY_METHOD, "/no.Such/Method"]
+    )
+    assert result.ok == 50 and result.errors == {"UNIMPLEMENTED": 50}
+    assert set(result.latency_us_by_method) == {EMPTY_METHOD, "/no.Such/Method"}
+    with pytest.raises(ValueError, match="one method per payload"):
+        run_open_loop(empty_server, "mix", [b""], 10, 1, methods=[])
