@@ -8,6 +8,8 @@ then the ordinary reserve path with the planned lines).
 from __future__ import annotations
 
 import math
+import struct
+import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -54,8 +56,8 @@ __all__ = [
 ]
 
 NEARBY_LIMIT_DEFAULT = 10
-NEARBY_LIMIT_MAX = 1_000
-NEARBY_LINES_MAX = 100
+NEARBY_LIMIT_MAX = geo.NEARBY_LIMIT_MAX
+NEARBY_LINES_MAX = geo.NEARBY_LINES_MAX
 # Half the Earth's circumference: every point is within this distance.
 RADIUS_KM_MAX = 20_040.0
 # Distinct SKUs in one SourceOrder (coverage masks have 2**lines entries).
@@ -178,9 +180,12 @@ def find_nearby(
         return _invalid("limit", f"must be in 0..{NEARBY_LIMIT_MAX} (0 = default)")
     if len(lines) > NEARBY_LINES_MAX:
         return _invalid("lines", f"more than {NEARBY_LINES_MAX} lines ({len(lines)})")
+    ws = _workspace(ledger)
+    ii = ws.nb_ii
+    n_lines = len(lines)
     skus: list[str] = []
-    qtys: list[int] = []
     totals: dict[str, int] = {}
+    sku_index = ledger._skus.ids
     for i, line in enumerate(lines):
         sku, qty = (line.sku, line.qty) if isinstance(line, SkuQty) else line
         bad = _check_id(sku, f"lines[{i}].sku")
@@ -189,58 +194,107 @@ def find_nearby(
         if type(qty) is not int or not 1 <= qty <= limits.QTY_MAX:  # noqa: E721
             return _invalid(f"lines[{i}].qty", f"must be an integer in 1..{limits.QTY_MAX}")
         skus.append(sku)
-        qtys.append(qty)
         totals[sku] = totals.get(sku, 0) + qty
-    mask = _type_mask(node_types, "node_types")
+    mask = _type_mask(node_types, "node_types") if node_types else 0
     if isinstance(mask, Rejection):
         return mask
     k = limit or NEARBY_LIMIT_DEFAULT
-    n_lines = len(skus)
     g = _group(ledger, group_id)
     if g is None:
         return NearbyResult((), (LineStatus.UNKNOWN_GROUP,) * n_lines)
-    sku_index = ledger._skus.ids
-    sku_ids = np.array([sku_index.get(s, -1) for s in skus], np.int64)
+    sku_ids = [sku_index.get(s, -1) for s in skus]
     # A SKU asked for twice must be covered in its total.
-    need = np.array([totals[s] for s in skus], np.int64)
-    out_nodes = np.empty(k, np.int64)
-    out_dist = np.empty(k, np.float64)
-    out_avail = np.empty((k, n_lines), np.int64)
-    out_covers = np.empty(k, np.bool_)
-    count = geo.find_nearby(
-        ledger._st,
-        sku_ids,
-        need,
-        float(lat),
-        float(lon),
-        float(radius_km),
+    ff = ws.nb_ff
+    _packer(f"{geo.F_HEADER + 2 * n_lines}q").pack_into(
+        ii,
+        0,
+        n_lines,
         k,
         mask,
         bool(pickup_only),
         g,
         bool(full_cart_only),
         bool(full_cart_first),
-        out_nodes,
-        out_dist,
-        out_avail,
-        out_covers,
+        0,
+        *sku_ids,
+        *[totals[s] for s in skus],
     )
-    names = ledger._nodes.names
+    _NEARBY_FF.pack_into(ff, 0, lat, lon, radius_km)
+    count = geo.find_nearby(ledger._st, ii, ff, ws.cand_n, ws.cand_d)
     known = ledger._a["sku_known"]
-    statuses = tuple(
-        LineStatus.OK if s >= 0 and known[s] else LineStatus.UNKNOWN_SKU for s in sku_ids.tolist()
-    )
+    ok, unknown = LineStatus.OK, LineStatus.UNKNOWN_SKU
+    statuses = tuple(ok if s >= 0 and known[s] else unknown for s in sku_ids)
+    if not count:
+        return NearbyResult((), statuses)
+    names = ledger._nodes.names
+    w = 2 + n_lines
+    rows = ii[geo.F_OUT : geo.F_OUT + count * w].tolist()
+    dist = ff[geo.FF_DIST : geo.FF_DIST + count].tolist()
     nodes = tuple(
-        NearbyNode(names[n], d, tuple(av), bool(c))
-        for n, d, av, c in zip(
-            out_nodes[:count].tolist(),
-            out_dist[:count].tolist(),
-            out_avail[:count].tolist(),
-            out_covers[:count].tolist(),
-            strict=True,
-        )
+        [
+            NearbyNode(names[rows[b]], d, tuple(rows[b + 2 : b + w]), rows[b + 1] == 1)
+            for b, d in zip(range(0, count * w, w), dist, strict=True)
+        ]
     )
     return NearbyResult(nodes, statuses)
+
+
+_packers: dict[str, struct.Struct] = {}
+
+
+def _packer(fmt: str) -> struct.Struct:
+    """A cached `struct.Struct`: packing scalars into the kernels' parameter vectors this way
+    costs a fraction of numpy's slice assignment from a list."""
+    p = _packers.get(fmt)
+    if p is None:
+        p = _packers[fmt] = struct.Struct(fmt)
+    return p
+
+
+_NEARBY_FF = struct.Struct("3d")
+
+
+class _Workspace:
+    """Preallocated kernel parameter, output and scratch arrays (one set per thread).
+
+    Node-sized scratch grows with the node table. The plan kernel leaves its node scratch
+    clean (masks 0, positions -1) for the next call.
+    """
+
+    def __init__(self) -> None:
+        self.nodes = 0
+        self.nb_ii = np.zeros(geo.II_SIZE, np.int64)
+        self.nb_ff = np.zeros(geo.FF_SIZE, np.float64)
+        self.cand_n = np.zeros(0, np.int64)
+        self.cand_d = np.zeros(0, np.float64)
+        self.pl_ii = np.zeros(ks.II_SIZE, np.int64)
+        self.pl_ff = np.zeros(ks.FF_SIZE, np.float64)
+        self.pl_wt = np.zeros(ks.WT_SIZE, np.int64)
+        self.pl_wn = np.zeros((ks.WN_ROWS, 0), np.int64)
+        self.pl_wf = np.zeros((ks.WF_ROWS, 0), np.float64)
+
+    def grow(self, nodes: int) -> None:
+        self.nodes = nodes
+        self.cand_n = np.zeros(nodes, np.int64)
+        self.cand_d = np.zeros(nodes, np.float64)
+        wn = np.zeros((ks.WN_ROWS, nodes), np.int64)
+        wn[ks.WN_NODE_POS] = -1
+        self.pl_wn = wn
+        self.pl_wf = np.zeros((ks.WF_ROWS, nodes), np.float64)
+
+
+_local = threading.local()
+
+
+def _workspace(ledger: Ledger) -> _Workspace:
+    try:
+        ws: _Workspace = _local.ws
+    except AttributeError:
+        ws = _local.ws = _Workspace()
+    nodes = ledger._a["node_i64"].shape[0]
+    if ws.nodes < nodes:
+        ws.grow(nodes)
+    return ws
 
 
 # --- SourceOrder ------------------------------------------------------------------------------
@@ -285,13 +339,12 @@ def plan(
     now = ledger.now_ms if now_ms is None else now_ms
     g = _group(ledger, policy.group_id)
     sku_index = ledger._skus.ids
-    sku_ids = np.array([sku_index.get(s, -1) for s in skus], np.int64)
-    qty_arr = np.array(qtys, np.int64)
     if g is None:
         return _nothing(skus, qtys, LineStatus.UNKNOWN_GROUP, "group_id is not a defined group")
+    sku_ids = [sku_index.get(s, -1) for s in skus]
     if mode == FulfilmentMode.PICKUP:
-        return _plan_pickup(ledger, skus, qtys, sku_ids, qty_arr, pickup_node_id, g, policy, now)
-    return _plan_ship(ledger, skus, qtys, sku_ids, qty_arr, lat, lon, g, policy, now)
+        return _plan_pickup(ledger, skus, qtys, sku_ids, pickup_node_id, g, policy, now)
+    return _plan_ship(ledger, skus, qtys, sku_ids, lat, lon, g, policy, now)
 
 
 _DEFAULT_POLICY = SourcingPolicy()
@@ -306,8 +359,8 @@ def _nothing(
 
 def _run_kernel(
     ledger: Ledger,
-    sku_ids: np.ndarray,
-    qty_arr: np.ndarray,
+    sku_ids: list[int],
+    qtys: list[int],
     lat: float,
     lon: float,
     exclude: int,
@@ -316,35 +369,37 @@ def _run_kernel(
     max_shipments: int,
     now: int,
 ) -> tuple[list[int], list[float], list[float], list[int]]:
-    n = sku_ids.shape[0]
-    assign = np.empty(n, np.int64)
-    km = np.empty(n, np.float64)
-    cost = np.empty(n, np.float64)
-    info = np.empty(ks.INFO_COLS, np.int64)
-    mask = _type_mask(policy.node_types, "policy.node_types")
+    n = len(sku_ids)
+    mask = _type_mask(policy.node_types, "policy.node_types") if policy.node_types else 0
     assert not isinstance(mask, Rejection)
-    ks.plan_order(
-        ledger._st,
-        sku_ids,
-        qty_arr,
-        float(lat),
-        float(lon),
+    ws = _workspace(ledger)
+    ii = ws.pl_ii
+    ff = ws.pl_ff
+    pad = (ks.P_SKUS - ks.P_LINES - 1) * 8
+    _packer(f"{ks.P_LINES + 1}q{pad}x{2 * n}q").pack_into(
+        ii,
+        0,
         exclude,
         mask,
         g,
         bool(policy.allow_ship_from_store),
         bool(policy.respect_capacity),
-        float(policy.distance_weight),
-        float(policy.priority_weight),
         max_shipments,
         now,
         SEARCH_WORK_MAX,
-        assign,
-        km,
-        cost,
-        info,
+        n,
+        *sku_ids,
+        *qtys,
     )
-    return assign.tolist(), km.tolist(), cost.tolist(), info.tolist()
+    _PLAN_FF.pack_into(ff, 0, lat, lon, policy.distance_weight, policy.priority_weight)
+    ks.plan_order(ledger._st, ii, ff, ws.pl_wn, ws.pl_wf, ws.pl_wt)
+    gap = (ks.LINES_MAX - n) * 8
+    out_i = _packer(f"{n}q{gap}x{ks.INFO_COLS}q").unpack_from(ii, ks.P_ASSIGN * 8)
+    out_f = _packer(f"{n}d{gap}x{n}d").unpack_from(ff, ks.Q_KM * 8)
+    return list(out_i[:n]), list(out_f[:n]), list(out_f[n:]), list(out_i[n:])
+
+
+_PLAN_FF = struct.Struct("4d")
 
 
 def _unfulfilled_reason(ledger: Ledger, sku_id: int) -> LineStatus:
@@ -451,8 +506,7 @@ def _plan_ship(
     ledger: Ledger,
     skus: list[str],
     qtys: list[int],
-    sku_ids: np.ndarray,
-    qty_arr: np.ndarray,
+    sku_ids: list[int],
     lat: float,
     lon: float,
     g: int,
@@ -460,12 +514,12 @@ def _plan_ship(
     now: int,
 ) -> tuple[SourcingPlan, tuple[Line, ...]]:
     assign, km, cost, info = _run_kernel(
-        ledger, sku_ids, qty_arr, lat, lon, -1, g, policy, policy.max_shipments, now
+        ledger, sku_ids, qtys, lat, lon, -1, g, policy, policy.max_shipments, now
     )
     shipments = _shipments(ledger, skus, qtys, assign, km, cost, is_transfer=False)
     unfulfilled = [
         UnfulfilledLine(skus[i], qtys[i], _unfulfilled_reason(ledger, s))
-        for i, s in enumerate(sku_ids.tolist())
+        for i, s in enumerate(sku_ids)
         if assign[i] < 0
     ]
     words = _search_words(ledger, info, len(skus), policy, policy.max_shipments, shipments)
@@ -480,8 +534,7 @@ def _plan_pickup(
     ledger: Ledger,
     skus: list[str],
     qtys: list[int],
-    sku_ids: np.ndarray,
-    qty_arr: np.ndarray,
+    sku_ids: list[int],
     pickup_node_id: str,
     g: int,
     policy: SourcingPolicy,
@@ -497,14 +550,15 @@ def _plan_pickup(
         )
     member = g < 0 or bool(ledger._a["member"][g, n])
     n_lines = len(skus)
-    avail = np.empty(n_lines, np.int64)
-    inbound = np.empty(n_lines, np.int64)
     local = 0
+    inbound_l = [0] * n_lines
     if member:
-        local = int(ks.local_cover(ledger._st, sku_ids, qty_arr, n, g, avail, inbound))
-    else:
-        inbound[:] = 0
-    inbound_l = inbound.tolist()
+        sku_arr = np.array(sku_ids, np.int64)
+        qty_arr = np.array(qtys, np.int64)
+        avail = np.empty(n_lines, np.int64)
+        inbound = np.empty(n_lines, np.int64)
+        local = int(ks.local_cover(ledger._st, sku_arr, qty_arr, n, g, avail, inbound))
+        inbound_l = inbound.tolist()
     prio_cost = 0.0 - policy.priority_weight * float(node_i64[n, N_PRIORITY]) + 0.0
     local_idx = [i for i in range(n_lines) if (local >> i) & 1]
     shipments: list[Shipment] = []
@@ -533,10 +587,11 @@ def _plan_pickup(
     km_all = [0.0] * n_lines
     cost_all = [0.0] * n_lines
     if policy.max_shipments == 0 or transfers_max > 0:
-        sub = np.array(missing, np.int64)
         lat, lon = ledger._a["node_f64"][n].tolist()
+        sub_skus = [sku_ids[i] for i in missing]
+        sub_qtys = [qtys[i] for i in missing]
         assign, km, cost, info = _run_kernel(
-            ledger, sku_ids[sub], qty_arr[sub], lat, lon, n, g, policy, transfers_max, now
+            ledger, sub_skus, sub_qtys, lat, lon, n, g, policy, transfers_max, now
         )
         for j, i in enumerate(missing):
             assign_all[i], km_all[i], cost_all[i] = assign[j], km[j], cost[j]
@@ -555,7 +610,7 @@ def _plan_pickup(
                 "(arrival time not tracked per position)"
             )
     unfulfilled = [
-        UnfulfilledLine(skus[i], qtys[i], _unfulfilled_reason(ledger, int(sku_ids[i])))
+        UnfulfilledLine(skus[i], qtys[i], _unfulfilled_reason(ledger, sku_ids[i]))
         for i in missing
         if assign_all[i] < 0
     ]

@@ -3,8 +3,10 @@
 One kernel call scans the node table. A latitude band (and, away from the poles, a longitude
 band) that contains the whole search circle rejects most nodes with one or two comparisons;
 survivors get the exact haversine distance (Earth radius 6371.0088 km, the IUGG mean radius),
-then the per-line reservable units. The top K are kept in a small sorted buffer ordered by
-(not covers_all when full_cart_first, distance, node index), so the answer is deterministic.
+the survivors are sorted by (distance, node index) and only then is stock looked up, in that
+order, until the K answers are known (ranking: not covers_all when full_cart_first, distance,
+node index), so the answer is deterministic and, without full-cart options, only the K returned
+nodes cost position lookups.
 """
 
 from __future__ import annotations
@@ -67,39 +69,79 @@ def node_type_ok(type_mask, node_type):
     return type_mask == 0 or (type_mask >> node_type) & 1 != 0
 
 
-@njit(cache=True)
-def find_nearby(
-    st,
-    sku_ids,
-    qtys,
-    lat0,
-    lon0,
-    radius_km,
-    limit,
-    type_mask,
-    pickup_only,
-    g,
-    full_cart_only,
-    full_cart_first,
-    out_nodes,
-    out_dist,
-    out_avail,
-    out_covers,
-):
-    """Fill the first `count` rows of the outputs (nearest first) and return `count`.
+# FindNearby parameter vector `ii` (int64): header, then sku ids and quantities, then outputs.
+F_LINES = 0  # request lines (n)
+F_LIMIT = 1  # K
+F_TYPE_MASK = 2
+F_PICKUP_ONLY = 3
+F_GROUP = 4  # -1: none
+F_FULL_CART_ONLY = 5
+F_FULL_CART_FIRST = 6
+F_HEADER = 8
+NEARBY_LINES_MAX = 100
+NEARBY_LIMIT_MAX = 1_000
+F_OUT = F_HEADER + 2 * NEARBY_LINES_MAX
+II_SIZE = F_OUT + NEARBY_LIMIT_MAX * (2 + NEARBY_LINES_MAX)
+F_ROW_NODE = 0
+F_ROW_COVERS = 1
+F_ROW_AVAIL = 2
+FF_SIZE = 4 + NEARBY_LIMIT_MAX
+# ii[F_HEADER : F_HEADER + n] sku ids, then n quantities; the outputs start at F_OUT: K rows
+# of (node index, covers flag 0/1, n available units). `ff` (float64): [lat0, lon0,
+# radius_km], then K distances from FF_DIST.
+FF_LAT = 0
+FF_LON = 1
+FF_RADIUS = 2
+FF_DIST = 4
 
-    sku_ids < 0 are unknown SKUs (available 0). g < 0: no group; otherwise only members of g,
-    with g's buffer held back. out_nodes/out_dist/out_covers have `limit` rows, out_avail is
-    int64[limit, lines].
+
+@njit(inline="always", cache=True)
+def _put_row(st, ii, row, n, g, n_lines):
+    """Output row `row` for node n: reservable units (clamped at 0) per line; covers all?"""
+    dst = F_OUT + row * (2 + n_lines)
+    ii[dst + F_ROW_NODE] = n
+    n_skus = st.sku_known.shape[0]
+    covers = True
+    for i in range(n_lines):
+        s = ii[F_HEADER + i]
+        a = 0
+        if 0 <= s < n_skus:
+            slot = find_slot(st.table, st.pos_key, s, n)
+            if slot != EMPTY:
+                a = max(0, _reservable(st.qty, slot, g, st.grp_i64))
+        ii[dst + F_ROW_AVAIL + i] = a
+        if a < ii[F_HEADER + n_lines + i]:
+            covers = False
+    ii[dst + F_ROW_COVERS] = 1 if covers else 0
+    return covers
+
+
+@njit(cache=True)
+def find_nearby(st, ii, ff, cand_n, cand_d):
+    """Fill the first `count` output rows of ii/ff (nearest first, layout above); return `count`.
+
+    sku ids < 0 are unknown SKUs (available 0). g < 0: no group; otherwise only members of g,
+    with g's buffer held back. cand_n / cand_d are scratch with a row per node.
+
+    Pass 1 scans the node table (bounding box, filters, exact distance) into the candidate
+    list; it is sorted by (distance, node index) (stable: nodes arrive in index order); pass 2
+    looks stock up in that order only until the answer is known, so without full-cart options
+    only the K returned nodes pay for the position lookups.
     """
     node_i64 = st.node_i64
     node_f64 = st.node_f64
-    qty = st.qty
-    n_lines = sku_ids.shape[0]
-    n_skus = st.sku_known.shape[0]
+    n_lines = ii[F_LINES]
+    limit = ii[F_LIMIT]
+    type_mask = ii[F_TYPE_MASK]
+    pickup_only = ii[F_PICKUP_ONLY] != 0
+    g = ii[F_GROUP]
+    full_cart_only = ii[F_FULL_CART_ONLY] != 0
+    full_cart_first = ii[F_FULL_CART_FIRST] != 0
+    lat0 = ff[FF_LAT]
+    lon0 = ff[FF_LON]
+    radius_km = ff[FF_RADIUS]
     dlat, dlon = search_box(lat0, radius_km)
-    avail = np.empty(n_lines, np.int64)
-    count = 0
+    c = 0
     for n in range(node_i64.shape[0]):
         lat = node_f64[n, 0]
         if abs(lat - lat0) > dlat:
@@ -118,50 +160,57 @@ def find_nearby(
         d = haversine_km(lat0, lon0, lat, lon)
         if d > radius_km:
             continue
-        full = count == limit
-        if full and not full_cart_first and d > out_dist[count - 1]:
-            # Cannot enter the top K whatever it holds (equal distance loses on node index).
-            continue
-        if full and full_cart_first and out_covers[count - 1] and d >= out_dist[count - 1]:
-            continue
-        covers = True
-        for i in range(n_lines):
-            s = sku_ids[i]
-            a = 0
-            if 0 <= s < n_skus:
-                slot = find_slot(st.table, st.pos_key, s, n)
-                if slot != EMPTY:
-                    a = max(0, _reservable(qty, slot, g, st.grp_i64))
-            avail[i] = a
-            if a < qtys[i]:
-                covers = False
-        if full_cart_only and not covers:
-            continue
-        # Position in the sorted buffer: after every entry that ranks before or equal to it
-        # (equal keys keep node-index order because nodes arrive in index order).
-        pos = count
-        while pos > 0:
-            prev = pos - 1
-            if full_cart_first and out_covers[prev] != covers:
-                if out_covers[prev]:
-                    break
-            elif out_dist[prev] <= d:
-                break
-            pos = prev
-        if pos >= limit:
-            continue
-        last = count if count < limit else limit - 1
-        for j in range(last, pos, -1):
-            out_nodes[j] = out_nodes[j - 1]
-            out_dist[j] = out_dist[j - 1]
-            out_covers[j] = out_covers[j - 1]
-            for i in range(n_lines):
-                out_avail[j, i] = out_avail[j - 1, i]
-        out_nodes[pos] = n
-        out_dist[pos] = d
-        out_covers[pos] = covers
-        for i in range(n_lines):
-            out_avail[pos, i] = avail[i]
-        if count < limit:
+        cand_n[c] = n
+        cand_d[c] = d
+        c += 1
+    if c == 0:
+        return 0
+    if c <= 64:
+        # insertion sort, stable: equal distances keep node-index order
+        for a in range(1, c):
+            x_n = cand_n[a]
+            x_d = cand_d[a]
+            b = a
+            while b > 0 and cand_d[b - 1] > x_d:
+                cand_n[b] = cand_n[b - 1]
+                cand_d[b] = cand_d[b - 1]
+                b -= 1
+            cand_n[b] = x_n
+            cand_d[b] = x_d
+    else:
+        order = np.argsort(cand_d[:c], kind="mergesort")  # stable
+        tmp_n = cand_n[:c][order]
+        tmp_d = cand_d[:c][order]
+        cand_n[:c] = tmp_n
+        cand_d[:c] = tmp_d
+    count = 0
+    if not full_cart_only and not full_cart_first:
+        for k in range(min(c, limit)):
+            _put_row(st, ii, count, cand_n[k], g, n_lines)
+            ff[FF_DIST + count] = cand_d[k]
             count += 1
+        return count
+    # Covering nodes in distance order; the others are compacted to the front of the
+    # candidate list (their stock is looked up again if they are needed to fill the answer).
+    others = 0
+    for k in range(c):
+        if count == limit:
+            break
+        n = cand_n[k]
+        d = cand_d[k]
+        if _put_row(st, ii, count, n, g, n_lines):
+            ff[FF_DIST + count] = d
+            count += 1
+        else:
+            cand_n[others] = n
+            cand_d[others] = d
+            others += 1
+    if full_cart_only:
+        return count
+    for k in range(others):
+        if count == limit:
+            break
+        _put_row(st, ii, count, cand_n[k], g, n_lines)
+        ff[FF_DIST + count] = cand_d[k]
+        count += 1
     return count

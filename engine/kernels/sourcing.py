@@ -56,6 +56,54 @@ I_CHEAPER_BEST = 8  # most lines one of those cheaper candidates covers
 I_BEST_SINGLE_NODE = 9  # the cheapest node among those covering I_BEST_SINGLE lines
 INFO_COLS = 10
 
+# plan_order parameter vector `ii` (int64): header, info, then per-line arrays.
+P_EXCLUDE = 0  # a node never used (-1 = none)
+P_TYPE_MASK = 1
+P_GROUP = 2  # -1: none
+P_SHIP_FROM_STORE = 3
+P_RESPECT_CAPACITY = 4
+P_MAX_SHIPMENTS = 5  # <= 0: no limit
+P_NOW_MS = 6
+P_WORK_MAX = 7
+P_LINES = 8
+P_SKUS = 16  # n sku ids (< 0: unknown), then n quantities
+P_ASSIGN = P_SKUS + 2 * LINES_MAX  # out: node shipping line i, or -1
+P_INFO = P_ASSIGN + LINES_MAX  # out: INFO_COLS info columns
+II_SIZE = P_INFO + INFO_COLS
+# `ff` (float64): destination, weights, then per-line outputs.
+Q_LAT = 0
+Q_LON = 1
+Q_DISTANCE_WEIGHT = 2
+Q_PRIORITY_WEIGHT = 3
+Q_KM = 8  # out: LINES_MAX distances of the line's node
+Q_COST = Q_KM + LINES_MAX  # out: LINES_MAX costs of the line's node
+FF_SIZE = Q_COST + LINES_MAX
+# Node scratch `wn` int64[WN_ROWS, nodes]: masks (kept 0 between calls), node -> candidate
+# index (kept -1), candidates, used flags. `wf` float64[WF_ROWS, nodes]: candidate cost, km.
+WN_MASK = 0
+WN_NODE_POS = 1
+WN_TOUCHED = 2
+WN_USED = 3
+WN_ROWS = 4
+WF_ROWS = 2
+# Fixed scratch `wt` int64: per-mask tables and the search frames.
+_MASKS_MAX = 1 << LINES_MAX
+T_QSUM = 0
+T_LST_LEN = T_QSUM + _MASKS_MAX
+T_LST_NODE = T_LST_LEN + _MASKS_MAX  # [mask, k] at T_LST_NODE + mask * k_cap + k
+T_FRAMES = T_LST_NODE + _MASKS_MAX * LINES_MAX
+_F = LINES_MAX + 1  # frame columns: depth 0..lines
+T_F_U = T_FRAMES
+T_F_SUB = T_F_U + _F
+T_F_K = T_F_SUB + _F
+T_F_PHASE = T_F_K + _F
+T_F_NODE = T_F_PHASE + _F
+T_F_MASK = T_F_NODE + _F
+T_ASSIGN = T_F_MASK + _F
+T_BEST = T_ASSIGN + LINES_MAX
+T_SEL = T_BEST + LINES_MAX
+WT_SIZE = T_SEL + LINES_MAX
+
 
 @njit(inline="always", cache=True)
 def _popcount(x):
@@ -94,35 +142,34 @@ def _before(cost_a, n_a, cost_b, n_b):
 
 
 @njit(cache=True)
-def plan_order(
-    st,
-    sku_ids,
-    qtys,
-    dest_lat,
-    dest_lon,
-    exclude,
-    type_mask,
-    g,
-    ship_from_store,
-    respect_capacity,
-    distance_weight,
-    priority_weight,
-    max_shipments,
-    now_ms,
-    work_max,
-    out_assign,
-    out_km,
-    out_cost,
-    out_info,
-):
+def plan_order(st, ii, ff, wn, wf, wt):
     """Plan lines (distinct SKUs; sku id < 0 = unknown). Returns the plan's total node cost.
 
-    out_assign[i]: node shipping line i, or -1; out_km / out_cost[i]: that node's distance and
-    cost. max_shipments <= 0 means no limit. `exclude` is a node never used (-1 = none).
+    Parameters and outputs are in `ii` / `ff` (layout above); wn / wf / wt are scratch (wn and
+    wf with a column per node). out assign[i]: node shipping line i, or -1; out km / cost[i]:
+    that node's distance and cost. max_shipments <= 0 means no limit. `exclude` is a node never
+    used (-1 = none).
     """
-    n_lines = sku_ids.shape[0]
+    exclude = ii[P_EXCLUDE]
+    type_mask = ii[P_TYPE_MASK]
+    g = ii[P_GROUP]
+    ship_from_store = ii[P_SHIP_FROM_STORE] != 0
+    respect_capacity = ii[P_RESPECT_CAPACITY] != 0
+    max_shipments = ii[P_MAX_SHIPMENTS]
+    now_ms = ii[P_NOW_MS]
+    work_max = ii[P_WORK_MAX]
+    n_lines = ii[P_LINES]
+    dest_lat = ff[Q_LAT]
+    dest_lon = ff[Q_LON]
+    distance_weight = ff[Q_DISTANCE_WEIGHT]
+    priority_weight = ff[Q_PRIORITY_WEIGHT]
+    sku_ids = ii[P_SKUS : P_SKUS + n_lines]
+    qtys = ii[P_SKUS + n_lines : P_SKUS + 2 * n_lines]
+    out_assign = ii[P_ASSIGN : P_ASSIGN + n_lines]
+    out_info = ii[P_INFO : P_INFO + INFO_COLS]
+    out_km = ff[Q_KM : Q_KM + n_lines]
+    out_cost = ff[Q_COST : Q_COST + n_lines]
     node_i64 = st.node_i64
-    n_nodes = node_i64.shape[0]
     n_skus = st.sku_known.shape[0]
     day = now_ms // DAY_MS
     for c in range(INFO_COLS):
@@ -134,8 +181,8 @@ def plan_order(
     out_info[I_BEST_SINGLE_NODE] = -1
 
     # 1. coverage masks of eligible nodes, walking each SKU's chain of positions
-    masks = np.zeros(n_nodes, np.int64)
-    touched = np.empty(n_nodes, np.int64)
+    masks = wn[WN_MASK]  # all 0 on entry, reset on exit
+    touched = wn[WN_TOUCHED]
     n_touched = 0
     for i in range(n_lines):
         s = sku_ids[i]
@@ -159,18 +206,22 @@ def plan_order(
     # node costs, and the per-mask lists of the K cheapest nodes
     k_max = n_lines if max_shipments <= 0 else min(n_lines, max_shipments)
     n_masks = 1 << n_lines
-    qsum = np.zeros(n_masks, np.int64)
+    qsum = wt[T_QSUM : T_QSUM + n_masks]
+    qsum[0] = 0
     for m in range(1, n_masks):
         low = m & -m
         i = 0
         while (1 << i) != low:
             i += 1
         qsum[m] = qsum[m ^ low] + qtys[i]
-    lst_node = np.empty((n_masks, max(1, k_max)), np.int64)
-    lst_len = np.zeros(n_masks, np.int64)
-    cost = np.empty(n_touched, np.float64)
-    km = np.empty(n_touched, np.float64)
-    node_pos = np.full(n_nodes, -1, np.int64)  # node -> index into touched
+    k_cap = max(1, k_max)
+    lst_node = wt[T_LST_NODE : T_LST_NODE + n_masks * k_cap].reshape((n_masks, k_cap))
+    lst_len = wt[T_LST_LEN : T_LST_LEN + n_masks]
+    for m in range(n_masks):
+        lst_len[m] = 0
+    cost = wf[0]
+    km = wf[1]
+    node_pos = wn[WN_NODE_POS]  # node -> index into touched; all -1 on entry, reset on exit
     coverable = np.int64(0)
     best_single = 0
     best_single_node = -1
@@ -219,19 +270,31 @@ def plan_order(
 
     # 2. exact depth-first search over partitions of the coverable lines
     depth_max = n_lines + 1
-    f_u = np.zeros(depth_max, np.int64)  # undecided lines at this depth
-    f_sub = np.zeros(depth_max, np.int64)
-    f_k = np.zeros(depth_max, np.int64)
-    f_phase = np.zeros(depth_max, np.int64)  # 0: masks, 1: skip next, 2: exhausted
-    f_node = np.full(depth_max, -1, np.int64)  # node chosen at this depth (-1: skip)
-    f_mask = np.zeros(depth_max, np.int64)
-    used = np.zeros(n_touched, np.uint8)
-    assign = np.full(n_lines, -1, np.int64)
-    best_assign = np.full(n_lines, -1, np.int64)
+    f_u = wt[T_F_U : T_F_U + depth_max]  # undecided lines at this depth
+    f_sub = wt[T_F_SUB : T_F_SUB + depth_max]
+    f_k = wt[T_F_K : T_F_K + depth_max]
+    f_phase = wt[T_F_PHASE : T_F_PHASE + depth_max]  # 0: masks, 1: skip next, 2: exhausted
+    f_node = wt[T_F_NODE : T_F_NODE + depth_max]  # node chosen at this depth (-1: skip)
+    f_mask = wt[T_F_MASK : T_F_MASK + depth_max]
+    for x in range(depth_max):
+        f_u[x] = 0
+        f_sub[x] = 0
+        f_k[x] = 0
+        f_phase[x] = 0
+        f_node[x] = -1
+        f_mask[x] = 0
+    used = wn[WN_USED]
+    for t in range(n_touched):
+        used[t] = 0
+    assign = wt[T_ASSIGN : T_ASSIGN + n_lines]
+    best_assign = wt[T_BEST : T_BEST + n_lines]
+    for i in range(n_lines):
+        assign[i] = -1
+        best_assign[i] = -1
     best_cov = -1
     best_cnt = 0
     best_cost = 0.0
-    sel = np.empty(n_lines, np.int64)
+    sel = wt[T_SEL : T_SEL + n_lines]
     work = 0
     bound_hit = False
     d = 0
@@ -415,6 +478,11 @@ def plan_order(
                     cheaper_best = max(cheaper_best, _popcount(masks[n]))
         out_info[I_CHEAPER] = cheaper
         out_info[I_CHEAPER_BEST] = cheaper_best
+    # leave the node scratch clean for the next call
+    for t in range(n_touched):
+        n = touched[t]
+        masks[n] = 0
+        node_pos[n] = -1
     return best_cost
 
 
