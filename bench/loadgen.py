@@ -50,6 +50,7 @@ __all__ = [
     "check_loopback",
     "read_payloads",
     "run_open_loop",
+    "sweep_open_loop",
     "write_payloads",
 ]
 
@@ -76,7 +77,7 @@ class Result:
     ok: int
     errors: dict[str, int]
     elapsed_s: float  # first due send to last answer
-    achieved_rate_per_s: float  # answered (ok + errors) per second of the send phase
+    achieved_rate_per_s: float  # answered (ok + errors) per second, first due send to last answer
     latency_us: dict[str, float]  # p50 p90 p99 p99.9 max mean, from the intended send time
     send_lag_max_us: float  # how far the client fell behind its own schedule
     client_cpu_s: list[float]  # user + system, per worker, during the run
@@ -442,7 +443,7 @@ def run_open_loop(
         ok=sum(r["ok"] for r in reports),
         errors=errors,
         elapsed_s=elapsed,
-        achieved_rate_per_s=answered / max(send_s, duration_s * 0.5, 1e-9),
+        achieved_rate_per_s=answered / max(elapsed, send_s, 1e-9),
         latency_us=_percentiles(hist),
         send_lag_max_us=max(r["lag_max_us"] for r in reports),
         client_cpu_s=[r["cpu_s"] for r in reports],
@@ -463,6 +464,28 @@ def _percentiles(hist: Any) -> dict[str, float]:
         "max": hist.get_max_value(),
         "mean": hist.get_mean_value(),
     }
+
+
+def sweep_open_loop(
+    target: str,
+    method: str,
+    payloads: list[bytes],
+    rates_per_s: Sequence[float],
+    duration_s: float,
+    processes: int = 1,
+    p99_us_max: float = 1_000.0,
+    **kwargs: Any,
+) -> list[Result]:
+    """Step the offered rate; stop after the first step whose p99 exceeds `p99_us_max`, which
+    had errors, or which answered less than 95 % of what it offered. The highest rate that
+    holds is the last result with `latency_us["p99"] <= p99_us_max` before the stop."""
+    results: list[Result] = []
+    for rate in rates_per_s:
+        r = run_open_loop(target, method, payloads, rate, duration_s, processes, **kwargs)
+        results.append(r)
+        if r.latency_us["p99"] > p99_us_max or r.errors or r.achieved_rate_per_s < 0.95 * rate:
+            break
+    return results
 
 
 # --- h2load (nghttp2-client): a C client, several times cheaper per request -------------------

@@ -93,3 +93,11 @@ def test_a_mix_of_methods_in_one_schedule(empty_server: str) -> None:
     assert set(result.latency_us_by_method) == {EMPTY_METHOD, "/no.Such/Method"}
     with pytest.raises(ValueError, match="one method per payload"):
         run_open_loop(empty_server, "mix", [b""], 10, 1, methods=[])
+
+
+def test_sweep_stops_at_the_first_failing_step(empty_server: str) -> None:
+    from bench.loadgen import sweep_open_loop
+
+    steps = sweep_open_loop(empty_server, EMPTY_METHOD, [b""], [100, 200, 400], 0.3, p99_us_max=1)
+    assert len(steps) == 1  # no empty call answers within 1 µs
+    assert steps[0].rate_per_s == 100
