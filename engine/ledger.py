@@ -71,7 +71,6 @@ from engine.state import (
     C_NOW_MS,
     C_POSITIONS,
     EMPTY,
-    FIELDS,
     G_BUFFER_BP,
     G_BUFFER_UNITS,
     G_DEFINED,
@@ -280,14 +279,16 @@ class Ledger:
         self._ctr = arrays["ctr"]
         self._st = make_state(arrays)
 
-    def _grow(self, name: str, rows: int, fill: int = 0) -> None:
+    def _grow(self, name: str, rows: int, fill: int = 0) -> bool:
+        """Give array `name` at least `rows` rows; True if it was replaced."""
         old = self._a[name]
         if old.shape[0] >= rows:
-            return
+            return False
         new_rows = max(rows, 2 * old.shape[0])
         new = aligned_full((new_rows, *old.shape[1:]), fill, old.dtype)
         new[: old.shape[0]] = old
         self._a[name] = new
+        return True
 
     def _ensure(
         self,
@@ -301,40 +302,44 @@ class Ledger:
         heap: int = 0,
     ) -> None:
         """Make room for `positions` more positions, and so on, before a kernel call."""
+        # Called before every kernel call that may need room, so the common case (no growth)
+        # must stay cheap: no per-field bookkeeping, just the checks.
         a = self._a
-        before = {name: a[name] for name in FIELDS}
+        grew = False
         if positions:
             need = int(self._ctr[C_POSITIONS]) + positions
-            self._grow("qty", need)
-            self._grow("pos_key", need, EMPTY)
-            self._grow("pos_next", need, EMPTY)
+            grew |= self._grow("qty", need)
+            grew |= self._grow("pos_key", need, EMPTY)
+            grew |= self._grow("pos_next", need, EMPTY)
             if 2 * need > a["table"].shape[0]:
                 size = 1 << (2 * need - 1).bit_length()
                 table = aligned_full(size, EMPTY, np.int32)
                 index.rebuild_table(table, a["pos_key"], int(self._ctr[C_POSITIONS]))
                 a["table"] = table
+                grew = True
         if skus:
-            self._grow("sku_head", skus, EMPTY)
-            self._grow("sku_known", skus)
+            grew |= self._grow("sku_head", skus, EMPTY)
+            grew |= self._grow("sku_known", skus)
         if nodes:
-            self._grow("node_i64", nodes)
-            self._grow("node_f64", nodes)
+            grew |= self._grow("node_i64", nodes)
+            grew |= self._grow("node_f64", nodes)
             if a["member"].shape[1] < a["node_i64"].shape[0]:
                 member = np.zeros((a["member"].shape[0], a["node_i64"].shape[0]), np.uint8)
                 member[:, : a["member"].shape[1]] = a["member"]
                 a["member"] = member
+                grew = True
         if groups:
-            self._grow("grp_i64", groups)
-            self._grow("member", groups)
+            grew |= self._grow("grp_i64", groups)
+            grew |= self._grow("member", groups)
         if res:
-            self._grow("res", res)
+            grew |= self._grow("res", res)
         if lines:
-            self._grow("ln", int(self._ctr[C_LINES_USED]) + lines)
+            grew |= self._grow("ln", int(self._ctr[C_LINES_USED]) + lines)
         if heap:
             need = int(self._ctr[C_HEAP_LEN]) + heap
-            self._grow("heap", need)
-            self._grow("expired_out", need)
-        if any(a[name] is not before[name] for name in FIELDS):
+            grew |= self._grow("heap", need)
+            grew |= self._grow("expired_out", need)
+        if grew:
             self._set_arrays(a)
 
     # --- batches ---------------------------------------------------------------------------
