@@ -7,6 +7,7 @@ then the ordinary reserve path with the planned lines).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import struct
 import threading
@@ -84,6 +85,19 @@ def _check_id(value: object, field: str) -> Rejection | None:
     return None
 
 
+# A str of at most this many characters is at most ID_BYTES_MAX bytes in UTF-8.
+_ID_CHARS_SAFE = limits.ID_BYTES_MAX // 4
+
+
+def _id_ok(value: object) -> bool:
+    """`_check_id(value) is None`, without building the field name (the hot path)."""
+    return (
+        isinstance(value, str)
+        and value != ""
+        and (len(value) <= _ID_CHARS_SAFE or len(value.encode()) <= limits.ID_BYTES_MAX)
+    )
+
+
 def _check_point(lat: object, lon: object, prefix: str = "") -> Rejection | None:
     if not isinstance(lat, int | float) or not math.isfinite(lat) or not -90.0 <= lat <= 90.0:
         return _invalid(f"{prefix}lat", f"must be in -90..90, got {lat!r}")
@@ -101,16 +115,16 @@ def merge_lines(
     if len(lines) > limits.REQUEST_LINES_MAX:
         return _invalid("lines", f"more than {limits.REQUEST_LINES_MAX} lines ({len(lines)})")
     merged: dict[str, int] = {}
+    qty_max = limits.QTY_MAX
     for i, line in enumerate(lines):
         sku, qty = (line.sku, line.qty) if isinstance(line, SkuQty) else line
-        bad = _check_id(sku, f"lines[{i}].sku")
-        if bad is not None:
-            return bad
-        if type(qty) is not int or not 1 <= qty <= limits.QTY_MAX:  # noqa: E721
-            return _invalid(f"lines[{i}].qty", f"must be an integer in 1..{limits.QTY_MAX}")
+        if not _id_ok(sku):
+            return _check_id(sku, f"lines[{i}].sku") or _invalid(f"lines[{i}].sku", "invalid")
+        if type(qty) is not int or not 1 <= qty <= qty_max:  # noqa: E721
+            return _invalid(f"lines[{i}].qty", f"must be an integer in 1..{qty_max}")
         total = merged.get(sku, 0) + qty
-        if total > limits.QTY_MAX:
-            return _invalid(f"lines[{i}].qty", f"{sku!r} totals more than {limits.QTY_MAX}")
+        if total > qty_max:
+            return _invalid(f"lines[{i}].qty", f"{sku!r} totals more than {qty_max}")
         merged[sku] = total
     if len(merged) > lines_max:
         return _invalid("lines", f"more than {lines_max} distinct SKUs ({len(merged)})")
@@ -138,6 +152,31 @@ def validate_policy(policy: SourcingPolicy) -> Rejection | None:
         return _invalid(f + "group_id", f"longer than {limits.ID_BYTES_MAX} bytes")
     bad = _type_mask(policy.node_types, f + "node_types")
     return bad if isinstance(bad, Rejection) else None
+
+
+_policy_masks: dict[SourcingPolicy, int] = {}
+_POLICY_CACHE_MAX = 1_024
+
+
+def _policy_mask(policy: SourcingPolicy) -> int | Rejection:
+    """Validate the policy (cached for policies seen valid) and return its node-type mask."""
+    try:
+        mask = _policy_masks.get(policy)
+    except TypeError:  # an unhashable field: validate it the long way
+        mask = None
+    # (a cached equal policy may differ in a bool that validation rejects as an int)
+    if mask is not None and type(policy.max_shipments) is int:  # noqa: E721
+        return mask
+    bad = validate_policy(policy)
+    if bad is not None:
+        return bad
+    mask = _type_mask(policy.node_types, "policy.node_types")
+    assert not isinstance(mask, Rejection)
+    if len(_policy_masks) >= _POLICY_CACHE_MAX:
+        _policy_masks.clear()
+    with contextlib.suppress(TypeError):
+        _policy_masks[policy] = mask
+    return mask
 
 
 def _group(ledger: Ledger, group_id: str) -> int | None:
@@ -320,9 +359,9 @@ def plan(
     merged = merge_lines(lines, SOURCE_LINES_MAX)
     if isinstance(merged, Rejection):
         return merged
-    bad = validate_policy(policy)
-    if bad is not None:
-        return bad
+    type_mask = _policy_mask(policy)
+    if isinstance(type_mask, Rejection):
+        return type_mask
     skus, qtys = merged
     if mode == FulfilmentMode.SHIP:
         bad = _check_point(lat, lon, "ship_to.")
@@ -337,11 +376,11 @@ def plan(
     else:
         return _invalid("mode", "must be SHIP or PICKUP")
     now = ledger.now_ms if now_ms is None else now_ms
-    g = _group(ledger, policy.group_id)
-    sku_index = ledger._skus.ids
+    g = _group(ledger, policy.group_id) if policy.group_id else -1
     if g is None:
         return _nothing(skus, qtys, LineStatus.UNKNOWN_GROUP, "group_id is not a defined group")
-    sku_ids = [sku_index.get(s, -1) for s in skus]
+    get = ledger._skus.ids.get
+    sku_ids = [get(s, -1) for s in skus]
     if mode == FulfilmentMode.PICKUP:
         return _plan_pickup(ledger, skus, qtys, sku_ids, pickup_node_id, g, policy, now)
     return _plan_ship(ledger, skus, qtys, sku_ids, lat, lon, g, policy, now)
@@ -370,7 +409,7 @@ def _run_kernel(
     now: int,
 ) -> tuple[list[int], list[float], list[float], list[int]]:
     n = len(sku_ids)
-    mask = _type_mask(policy.node_types, "policy.node_types") if policy.node_types else 0
+    mask = _policy_mask(policy)
     assert not isinstance(mask, Rejection)
     ws = _workspace(ledger)
     ii = ws.pl_ii
@@ -423,17 +462,29 @@ def _shipments(
     by_node: dict[int, list[int]] = {}
     for i, n in enumerate(assign):
         if n >= 0:
-            by_node.setdefault(n, []).append(i)
-    return [
-        Shipment(
-            names[n],
-            tuple(Line(skus[i], names[n], qtys[i]) for i in idx),
-            km[idx[0]],
-            cost[idx[0]],
-            is_transfer,
+            idx = by_node.get(n)
+            if idx is None:
+                by_node[n] = [i]
+            else:
+                idx.append(i)
+    out = []
+    for n, idx in by_node.items():
+        name = names[n]
+        i0 = idx[0]
+        out.append(
+            Shipment(
+                name,
+                tuple([Line(skus[i], name, qtys[i]) for i in idx]),
+                km[i0],
+                cost[i0],
+                is_transfer,
+            )
         )
-        for n, idx in by_node.items()
-    ]
+    return out
+
+
+def _node_id(s: Shipment) -> str:
+    return s.node_id
 
 
 def _finish(
@@ -443,10 +494,16 @@ def _finish(
     words: list[str],
 ) -> tuple[SourcingPlan, tuple[Line, ...]]:
     count = len(shipments)
-    total = sum(s.cost for s in sorted(shipments, key=lambda s: s.node_id))
     if count > 1:
+        total = sum(s.cost for s in sorted(shipments, key=_node_id))
         total += policy.split_penalty * (count - 1)
-    held = tuple(line for s in shipments for line in s.lines)
+        held = tuple([line for s in shipments for line in s.lines])
+    elif count == 1:
+        total = 0 + shipments[0].cost  # as sum() would
+        held = shipments[0].lines
+    else:
+        total = 0
+        held = ()
     return (
         SourcingPlan(tuple(shipments), count, total, tuple(unfulfilled), "; ".join(words)),
         held,

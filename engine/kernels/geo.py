@@ -16,7 +16,7 @@ import math
 import numpy as np
 from numba import njit
 
-from engine.kernels.index import find_slot
+from engine.kernels.index import find_slot, hash_key, pack_key
 from engine.kernels.reserve import _reservable
 from engine.state import EMPTY, N_ENABLED, N_PICKUP, N_REGISTERED, N_TYPE
 
@@ -37,6 +37,22 @@ def haversine_km(lat1, lon1, lat2, lon2):
     s1 = math.sin(dp * 0.5)
     s2 = math.sin(dl * 0.5)
     a = s1 * s1 + math.cos(p1) * math.cos(p2) * s2 * s2
+    if a > 1.0:
+        a = 1.0
+    return 2.0 * EARTH_RADIUS_KM * math.asin(math.sqrt(a))
+
+
+@njit(inline="always", cache=True)
+def haversine_from(lat1, lon1, cos_lat1, lat2, lon2):
+    """`haversine_km` with cos(lat1 in radians) given (one origin, many destinations);
+    the same operations in the same order, so the same result."""
+    p1 = lat1 * _DEG
+    p2 = lat2 * _DEG
+    dp = p2 - p1
+    dl = (lon2 - lon1) * _DEG
+    s1 = math.sin(dp * 0.5)
+    s2 = math.sin(dl * 0.5)
+    a = s1 * s1 + cos_lat1 * math.cos(p2) * s2 * s2
     if a > 1.0:
         a = 1.0
     return 2.0 * EARTH_RADIUS_KM * math.asin(math.sqrt(a))
@@ -116,6 +132,46 @@ def _put_row(st, ii, row, n, g, n_lines):
     return covers
 
 
+@njit(inline="always", cache=True)
+def _put_rows(st, ii, nodes, count, g, n_lines):
+    """`_put_row` for rows 0..count-1 (nodes[row]), with the lookups batched: all first-probe
+    table reads, then all key checks and quantity reads, so the cache misses of independent
+    lookups overlap instead of queuing one after another."""
+    table = st.table
+    pos_key = st.pos_key
+    qty = st.qty
+    mask = table.shape[0] - 1
+    n_skus = st.sku_known.shape[0]
+    w = 2 + n_lines
+    for row in range(count):
+        dst = F_OUT + row * w
+        n = nodes[row]
+        ii[dst + F_ROW_NODE] = n
+        for i in range(n_lines):
+            s = ii[F_HEADER + i]
+            slot = EMPTY
+            if 0 <= s < n_skus:
+                slot = table[hash_key(pack_key(s, n), mask)]
+            ii[dst + F_ROW_AVAIL + i] = slot
+    for row in range(count):
+        dst = F_OUT + row * w
+        n = ii[dst + F_ROW_NODE]
+        covers = True
+        for i in range(n_lines):
+            slot = ii[dst + F_ROW_AVAIL + i]
+            a = 0
+            if slot != EMPTY:
+                s = ii[F_HEADER + i]
+                if pos_key[slot] != pack_key(s, n):
+                    slot = find_slot(table, pos_key, s, n)  # a collision: probe on
+                if slot != EMPTY:
+                    a = max(0, _reservable(qty, slot, g, st.grp_i64))
+            ii[dst + F_ROW_AVAIL + i] = a
+            if a < ii[F_HEADER + n_lines + i]:
+                covers = False
+        ii[dst + F_ROW_COVERS] = 1 if covers else 0
+
+
 @njit(cache=True)
 def find_nearby(st, ii, ff, cand_n, cand_d):
     """Fill the first `count` output rows of ii/ff (nearest first, layout above); return `count`.
@@ -141,14 +197,20 @@ def find_nearby(st, ii, ff, cand_n, cand_d):
     lon0 = ff[FF_LON]
     radius_km = ff[FF_RADIUS]
     dlat, dlon = search_box(lat0, radius_km)
-    c = 0
+    cos_lat0 = math.cos(lat0 * _DEG)
+    # Bounding box over the whole table, branch-free (which nodes pass is unpredictable, and a
+    # mispredicted branch per node costs more than the comparisons).
+    boxed = 0
     for n in range(node_i64.shape[0]):
+        x = abs(node_f64[n, 1] - lon0)
+        x = min(x, 360.0 - x)  # lon_gap_deg
+        cand_n[boxed] = n
+        boxed += (abs(node_f64[n, 0] - lat0) <= dlat) & (x <= dlon)
+    c = 0
+    for b in range(boxed):
+        n = cand_n[b]
         lat = node_f64[n, 0]
-        if abs(lat - lat0) > dlat:
-            continue
         lon = node_f64[n, 1]
-        if lon_gap_deg(lon, lon0) > dlon:
-            continue
         if node_i64[n, N_REGISTERED] == 0 or node_i64[n, N_ENABLED] == 0:
             continue
         if pickup_only and node_i64[n, N_PICKUP] == 0:
@@ -157,7 +219,7 @@ def find_nearby(st, ii, ff, cand_n, cand_d):
             continue
         if g >= 0 and st.member[g, n] == 0:
             continue
-        d = haversine_km(lat0, lon0, lat, lon)
+        d = haversine_from(lat0, lon0, cos_lat0, lat, lon)
         if d > radius_km:
             continue
         cand_n[c] = n
@@ -185,10 +247,10 @@ def find_nearby(st, ii, ff, cand_n, cand_d):
         cand_d[:c] = tmp_d
     count = 0
     if not full_cart_only and not full_cart_first:
-        for k in range(min(c, limit)):
-            _put_row(st, ii, count, cand_n[k], g, n_lines)
-            ff[FF_DIST + count] = cand_d[k]
-            count += 1
+        count = min(c, limit)
+        _put_rows(st, ii, cand_n, count, g, n_lines)
+        for k in range(count):
+            ff[FF_DIST + k] = cand_d[k]
         return count
     # Covering nodes in distance order; the others are compacted to the front of the
     # candidate list (their stock is looked up again if they are needed to fill the answer).

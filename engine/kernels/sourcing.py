@@ -19,10 +19,12 @@ priority`, summed in node-index order.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit
 
-from engine.kernels.geo import haversine_km, node_type_ok
+from engine.kernels.geo import _DEG, haversine_from, node_type_ok
 from engine.kernels.index import find_slot
 from engine.kernels.reserve import DAY_MS, _reservable
 from engine.state import (
@@ -180,17 +182,32 @@ def plan_order(st, ii, ff, wn, wf, wt):
         out_cost[i] = 0.0
     out_info[I_BEST_SINGLE_NODE] = -1
 
-    # 1. coverage masks of eligible nodes, walking each SKU's chain of positions
+    # 1. coverage masks of eligible nodes, walking the lines' SKU chains of positions in
+    # lockstep (one step of each chain per round), so the cache misses of the independent
+    # chains overlap. The order nodes are found in does not matter: every later choice is
+    # ordered by (cost, node index).
     masks = wn[WN_MASK]  # all 0 on entry, reset on exit
     touched = wn[WN_TOUCHED]
     n_touched = 0
+    cur = wt[T_SEL : T_SEL + n_lines]  # chain cursors (`sel` is only used by the search)
+    active = 0
     for i in range(n_lines):
         s = sku_ids[i]
-        if s < 0 or s >= n_skus or st.sku_known[s] == 0:
-            continue
-        q = qtys[i]
-        slot = st.sku_head[s]
-        while slot != EMPTY:
+        cur[i] = EMPTY
+        if 0 <= s < n_skus and st.sku_known[s] != 0:
+            cur[i] = st.sku_head[s]
+            if cur[i] != EMPTY:
+                active += 1
+    while active > 0:
+        for i in range(n_lines):
+            slot = cur[i]
+            if slot == EMPTY:
+                continue
+            nxt = st.pos_next[slot]
+            cur[i] = nxt
+            if nxt == EMPTY:
+                active -= 1
+            q = qtys[i]
             n = st.pos_key[slot] & _NODE_MASK
             if (
                 node_eligible(st, n, type_mask, g, ship_from_store, exclude)
@@ -201,7 +218,6 @@ def plan_order(st, ii, ff, wn, wf, wt):
                     touched[n_touched] = n
                     n_touched += 1
                 masks[n] |= np.int64(1) << i
-            slot = st.pos_next[slot]
 
     # node costs, and the per-mask lists of the K cheapest nodes
     k_max = n_lines if max_shipments <= 0 else min(n_lines, max_shipments)
@@ -223,12 +239,13 @@ def plan_order(st, ii, ff, wn, wf, wt):
     km = wf[1]
     node_pos = wn[WN_NODE_POS]  # node -> index into touched; all -1 on entry, reset on exit
     coverable = np.int64(0)
+    cos_dest = math.cos(dest_lat * _DEG)
     best_single = 0
     best_single_node = -1
     for t in range(n_touched):
         n = touched[t]
         node_pos[n] = t
-        d = haversine_km(dest_lat, dest_lon, st.node_f64[n, 0], st.node_f64[n, 1])
+        d = haversine_from(dest_lat, dest_lon, cos_dest, st.node_f64[n, 0], st.node_f64[n, 1])
         km[t] = d
         cost[t] = distance_weight * d - priority_weight * node_i64[n, N_PRIORITY]
     for t in range(n_touched):
