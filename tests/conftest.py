@@ -18,7 +18,7 @@ settings.register_profile(
     "ci",
     derandomize=True,
     deadline=None,
-    max_examples=300,
+    max_examples=700,
     stateful_step_count=50,
     suppress_health_check=_SLOW_OK,
     print_blob=True,
@@ -35,7 +35,7 @@ settings.register_profile(
     "nojit",
     derandomize=True,
     deadline=None,
-    max_examples=12,
+    max_examples=30,
     stateful_step_count=30,
     suppress_health_check=_SLOW_OK,
 )

@@ -295,6 +295,39 @@ class LedgerVsModel(RuleBasedStateMachine):
     def same_id_in_one_batch(self, step_ms: int, cmds: list[Any]) -> None:
         self.run(step_ms, cmds)
 
+    @rule(
+        step_ms=dt,
+        rid=st.sampled_from(RES_IDS),
+        at=st.tuples(st.sampled_from(SKUS), st.sampled_from(NODES)),
+        qtys=st.lists(small, min_size=2, max_size=4),
+        backorder=st.integers(0, 8),
+        damage=st.integers(0, 3),
+        partial=st.booleans(),
+        fulfil_lines=st.booleans(),
+    )
+    def pile_up_on_one_position(
+        self,
+        step_ms: int,
+        rid: str,
+        at: tuple[str, str],
+        qtys: list[int],
+        backorder: int,
+        damage: int,
+        partial: bool,
+        fulfil_lines: bool,
+    ) -> None:
+        """Several lines for one position, promised beyond stock, damaged, then handed over."""
+        s, n = at
+        cmds: list[Any] = [
+            SetBackorderLimit(f"bo{backorder}", (Setting(s, n, backorder),)),
+            Reserve(rid, tuple(Line(s, n, q) for q in qtys), 2_000, partial),
+        ]
+        if damage:
+            cmds.append(Adjust(f"dmg{damage}", (Adjustment(s, n, damage, AdjustReason.DAMAGE),)))
+        lines = (Line(s, n, sum(qtys)),) if fulfil_lines else ()
+        cmds.append(Fulfil(rid, lines))
+        self.run(step_ms, cmds)
+
     @precondition(lambda self: self.sent)
     @rule(step_ms=dt, data=st.data())
     def resend(self, step_ms: int, data: st.DataObject) -> None:

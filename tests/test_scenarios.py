@@ -589,3 +589,32 @@ def test_replays_change_nothing() -> None:
     assert all(r.replayed for r in out.results)
     assert snapshot(ledger) == before
     assert msgspec.structs.astuple(at(ledger, "sku", "A"))[:3] == (9, 0, 1)
+
+
+def test_line_and_heap_compaction_keep_every_reservation_intact() -> None:
+    """Forgotten reservations' lines are compacted away; stale heap entries too."""
+    ledger = Ledger(ids_window_ms=1_000)
+    ledger.upsert_nodes([NodeSpec("A"), NodeSpec("B")], T0)
+    ledger.apply(T0, [receipt("in", "sku", "A", 10**6), receipt("in2", "sku", "B", 100)])
+    ledger.reserve("first", [("sku", "A", 1), ("sku", "B", 2)], 10**6, T0)
+    lines = tuple(Line("sku", "A", 1) for _ in range(limits.REQUEST_LINES_MAX))
+    ledger.apply(T0, [Reserve(f"big{i}", lines, 60_000) for i in range(7)])
+    ledger.reserve("last", [("sku", "B", 3), ("sku", "A", 4)], 10**6, T0)
+    ledger.commit("last", T0)
+    ledger.apply(T0, [Release(f"big{i}") for i in range(7)])
+    views = {rid: ledger.get_reservation(rid) for rid in ("first", "last")}
+    assert ledger.stats()["lines_used"] == 70_004
+    ledger.tick(T0 + 1_000)  # the big ones are forgotten and their lines compacted away
+    assert ledger.stats()["lines_used"] == 4
+    assert {rid: ledger.get_reservation(rid) for rid in ("first", "last")} == views
+    done = ledger.fulfil("last", T0 + 1_000, [("sku", "A", 4)]).reservation
+    assert [x.held_qty for x in done.lines] == [3, 0]
+    q = at(ledger, "sku", "A")
+    assert (q.on_hand, q.reserved, q.allocated) == (10**6 - 4, 1, 0)
+
+    ledger.reserve("h", [("sku", "B", 1)], 2_000, T0 + 2_000)
+    ledger.apply(T0 + 2_000, [Extend("h", 2_000 + i % 5) for i in range(66_000)])
+    assert ledger.stats()["heap_len"] < 66_000  # compacted along the way
+    assert ledger.tick(T0 + 4_003) == []
+    assert ledger.tick(T0 + 4_004) == ["h"]  # the last extension (2_000 + 65_999 % 5) wins
+    assert ledger.tick(T0 + 10**7) == ["first"]
