@@ -160,6 +160,9 @@ _POLICY_CACHE_MAX = 1_024
 
 def _policy_mask(policy: SourcingPolicy) -> int | Rejection:
     """Validate the policy (cached for policies seen valid) and return its node-type mask."""
+    last = _last_policy
+    if last[0] is policy:
+        return last[1]
     try:
         mask = _policy_masks.get(policy)
     except TypeError:  # an unhashable field: validate it the long way
@@ -177,6 +180,14 @@ def _policy_mask(policy: SourcingPolicy) -> int | Rejection:
     with contextlib.suppress(TypeError):
         _policy_masks[policy] = mask
     return mask
+
+
+def _remember_policy(policy: SourcingPolicy, mask: int) -> None:
+    global _last_policy
+    _last_policy = (policy, mask)
+
+
+_last_policy: tuple[object, int] = (None, 0)
 
 
 def _group(ledger: Ledger, group_id: str) -> int | None:
@@ -227,9 +238,8 @@ def find_nearby(
     sku_index = ledger._skus.ids
     for i, line in enumerate(lines):
         sku, qty = (line.sku, line.qty) if isinstance(line, SkuQty) else line
-        bad = _check_id(sku, f"lines[{i}].sku")
-        if bad is not None:
-            return bad
+        if not _id_ok(sku):
+            return _check_id(sku, f"lines[{i}].sku") or _invalid(f"lines[{i}].sku", "invalid")
         if type(qty) is not int or not 1 <= qty <= limits.QTY_MAX:  # noqa: E721
             return _invalid(f"lines[{i}].qty", f"must be an integer in 1..{limits.QTY_MAX}")
         skus.append(sku)
@@ -244,7 +254,7 @@ def find_nearby(
     sku_ids = [sku_index.get(s, -1) for s in skus]
     # A SKU asked for twice must be covered in its total.
     ff = ws.nb_ff
-    _packer(f"{geo.F_HEADER + 2 * n_lines}q").pack_into(
+    _NEARBY_IN[n_lines].pack_into(
         ii,
         0,
         n_lines,
@@ -278,18 +288,9 @@ def find_nearby(
     return NearbyResult(nodes, statuses)
 
 
-_packers: dict[str, struct.Struct] = {}
-
-
-def _packer(fmt: str) -> struct.Struct:
-    """A cached `struct.Struct`: packing scalars into the kernels' parameter vectors this way
-    costs a fraction of numpy's slice assignment from a list."""
-    p = _packers.get(fmt)
-    if p is None:
-        p = _packers[fmt] = struct.Struct(fmt)
-    return p
-
-
+# Packers for the kernels' parameter vectors, by line count: struct.pack_into / unpack_from on
+# the preallocated arrays cost a fraction of numpy slice assignment from lists and `tolist`.
+_NEARBY_IN = [struct.Struct(f"{geo.F_HEADER + 2 * n}q") for n in range(NEARBY_LINES_MAX + 1)]
 _NEARBY_FF = struct.Struct("3d")
 
 
@@ -362,6 +363,7 @@ def plan(
     type_mask = _policy_mask(policy)
     if isinstance(type_mask, Rejection):
         return type_mask
+    _remember_policy(policy, type_mask)
     skus, qtys = merged
     if mode == FulfilmentMode.SHIP:
         bad = _check_point(lat, lon, "ship_to.")
@@ -407,15 +409,14 @@ def _run_kernel(
     policy: SourcingPolicy,
     max_shipments: int,
     now: int,
-) -> tuple[list[int], list[float], list[float], list[int]]:
+) -> tuple[tuple[int, ...], tuple[float, ...], tuple[float, ...], tuple[int, ...]]:
     n = len(sku_ids)
     mask = _policy_mask(policy)
     assert not isinstance(mask, Rejection)
     ws = _workspace(ledger)
     ii = ws.pl_ii
     ff = ws.pl_ff
-    pad = (ks.P_SKUS - ks.P_LINES - 1) * 8
-    _packer(f"{ks.P_LINES + 1}q{pad}x{2 * n}q").pack_into(
+    _PLAN_IN[n].pack_into(
         ii,
         0,
         exclude,
@@ -432,12 +433,19 @@ def _run_kernel(
     )
     _PLAN_FF.pack_into(ff, 0, lat, lon, policy.distance_weight, policy.priority_weight)
     ks.plan_order(ledger._st, ii, ff, ws.pl_wn, ws.pl_wf, ws.pl_wt)
-    gap = (ks.LINES_MAX - n) * 8
-    out_i = _packer(f"{n}q{gap}x{ks.INFO_COLS}q").unpack_from(ii, ks.P_ASSIGN * 8)
-    out_f = _packer(f"{n}d{gap}x{n}d").unpack_from(ff, ks.Q_KM * 8)
-    return list(out_i[:n]), list(out_f[:n]), list(out_f[n:]), list(out_i[n:])
+    out_i = _PLAN_OUT_I[n].unpack_from(ii, ks.P_ASSIGN * 8)
+    out_f = _PLAN_OUT_F[n].unpack_from(ff, ks.Q_KM * 8)
+    return out_i[:n], out_f[:n], out_f[n:], out_i[n:]
 
 
+_PLAN_IN = [
+    struct.Struct(f"{ks.P_LINES + 1}q{(ks.P_SKUS - ks.P_LINES - 1) * 8}x{2 * n}q")
+    for n in range(ks.LINES_MAX + 1)
+]
+_PLAN_OUT_I = [
+    struct.Struct(f"{n}q{(ks.LINES_MAX - n) * 8}x{ks.INFO_COLS}q") for n in range(ks.LINES_MAX + 1)
+]
+_PLAN_OUT_F = [struct.Struct(f"{n}d{(ks.LINES_MAX - n) * 8}x{n}d") for n in range(ks.LINES_MAX + 1)]
 _PLAN_FF = struct.Struct("4d")
 
 
@@ -451,9 +459,9 @@ def _shipments(
     ledger: Ledger,
     skus: list[str],
     qtys: list[int],
-    assign: list[int],
-    km: list[float],
-    cost: list[float],
+    assign: Sequence[int],
+    km: Sequence[float],
+    cost: Sequence[float],
     *,
     is_transfer: bool,
 ) -> list[Shipment]:
@@ -512,7 +520,7 @@ def _finish(
 
 def _search_words(
     ledger: Ledger,
-    info: list[int],
+    info: Sequence[int],
     n_lines: int,
     policy: SourcingPolicy,
     max_shipments: int,
@@ -574,11 +582,15 @@ def _plan_ship(
         ledger, sku_ids, qtys, lat, lon, -1, g, policy, policy.max_shipments, now
     )
     shipments = _shipments(ledger, skus, qtys, assign, km, cost, is_transfer=False)
-    unfulfilled = [
-        UnfulfilledLine(skus[i], qtys[i], _unfulfilled_reason(ledger, s))
-        for i, s in enumerate(sku_ids)
-        if assign[i] < 0
-    ]
+    unfulfilled = (
+        [
+            UnfulfilledLine(skus[i], qtys[i], _unfulfilled_reason(ledger, s))
+            for i, s in enumerate(sku_ids)
+            if assign[i] < 0
+        ]
+        if -1 in assign
+        else []
+    )
     words = _search_words(ledger, info, len(skus), policy, policy.max_shipments, shipments)
     if unfulfilled:
         words.append(
