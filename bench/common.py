@@ -108,7 +108,7 @@ def machine() -> dict[str, Any]:
         "cpu_model": _cpu_model(),
         "cores": os.cpu_count(),
         "cpus_allowed": cpus_allowed,
-        "load_avg_1m_at_start": round(load_1m, 2),
+        "load_avg_1m": round(load_1m, 2),  # at the end of the run: others share the machine
         "platform": platform.platform(),
         "python": platform.python_version(),
         "numpy": numpy.__version__,
