@@ -279,13 +279,13 @@ def find_nearby(
     w = 2 + n_lines
     rows = ii[geo.F_OUT : geo.F_OUT + count * w].tolist()
     dist = ff[geo.FF_DIST : geo.FF_DIST + count].tolist()
-    nodes = tuple(
-        [
-            NearbyNode(names[rows[b]], d, tuple(rows[b + 2 : b + w]), rows[b + 1] == 1)
-            for b, d in zip(range(0, count * w, w), dist, strict=True)
-        ]
-    )
-    return NearbyResult(nodes, statuses)
+    nodes = []
+    add = nodes.append
+    b = 0
+    for d in dist:
+        add(NearbyNode(names[rows[b]], d, tuple(rows[b + 2 : b + w]), rows[b + 1] == 1))
+        b += w
+    return NearbyResult(tuple(nodes), statuses)
 
 
 # Packers for the kernels' parameter vectors, by line count: struct.pack_into / unpack_from on
