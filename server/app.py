@@ -288,6 +288,10 @@ def warm_up() -> None:
     ledger.apply(now, (Reserve("r5", (Line("s", "w1", 1),), 1_000), Reserve("r6", (), 1_000)))
     ledger.apply(now, (Commit("r5"), Commit("zz")))
     ledger.availability([("s", "w1", None), ("s", None, "g"), ("s", None, None), ("x", "q", None)])
+    # Sourcing: a plain plan, a nearby lookup, and source-and-reserve inside a batch.
+    ledger.find_nearby(1.0, 2.0, 500.0, [("s", 1)])
+    ledger.source_order([("s", 1)], lat=1.0, lon=2.0)
+    ledger.source_reserve("r7", [("s", 1)], 5_000, now, lat=1.0, lon=2.0)
     ledger.tick(now + 10_000)
     arrays, meta = ledger.export_state()
     Ledger.from_state(arrays, meta).tick(now + 20_000)
