@@ -69,9 +69,12 @@ L_STATUS = 6
 L_GRANTED = 7  # units the reserve granted (L_HELD falls as units are fulfilled or released)
 LINE_COLS = 8
 
-# Expiry heap entries: (expires_ms, reservation index); stale entries are skipped lazily.
+# Expiry heap entries, ordered by (expires_ms, push seq): holds due at the same instant expire in
+# the order their deadlines were set. Stale entries (extended, committed, released) are skipped.
 H_EXPIRES_MS = 0
-H_RES = 1
+H_SEQ = 1
+H_RES = 2
+HEAP_COLS = 3
 
 # Counters (int64 vector).
 C_POSITIONS = 0
@@ -80,6 +83,7 @@ C_HEAP_LEN = 2
 C_HELD = 3  # reservations in state HELD
 C_EXPIRED_OUT = 4  # entries written to `expired_out` by the last expire call
 C_NOW_MS = 5  # the latest batch clock the ledger has seen
+C_HEAP_SEQ = 6  # deadlines set so far (the last H_SEQ handed out)
 COUNTERS = 8
 
 EMPTY = -1
@@ -164,7 +168,7 @@ def new_arrays(
         "member": np.zeros((groups, nodes), np.uint8),
         "res": res,
         "ln": np.zeros((lines, LINE_COLS), np.int64),
-        "heap": np.zeros((max(16, reservations), 2), np.int64),
+        "heap": np.zeros((max(16, reservations), HEAP_COLS), np.int64),
         "ctr": np.zeros(COUNTERS, np.int64),
         "expired_out": np.zeros(max(16, reservations), np.int64),
     }

@@ -174,6 +174,15 @@ def test_expired_holds_release_exactly_at_their_tick_in_expiry_order() -> None:
     assert ledger.get_reservation("committed").state == S.COMMITTED
 
 
+def test_holds_due_at_the_same_instant_expire_in_the_order_their_deadlines_were_set() -> None:
+    # "first" has the lower internal record; extending it sets its deadline after "second"'s.
+    ledger = ledger_with({("sku", "A"): 10})
+    ledger.reserve("first", [("sku", "A", 1)], 1_000, T0)
+    ledger.reserve("second", [("sku", "A", 1)], 3_000, T0)
+    ledger.extend("first", 2_500, T0 + 500)  # also due at T0 + 3_000
+    assert ledger.tick(T0 + 3_000) == ["second", "first"]
+
+
 def test_clock_never_runs_backwards() -> None:
     ledger = ledger_with({("sku", "A"): 10})
     ledger.reserve("r", [("sku", "A", 1)], 1_000, T0 + 5_000)

@@ -20,6 +20,7 @@ from engine.state import (
     BACKORDER,
     C_EXPIRED_OUT,
     C_HEAP_LEN,
+    C_HEAP_SEQ,
     C_HELD,
     C_LINES_USED,
     EMPTY,
@@ -27,6 +28,7 @@ from engine.state import (
     G_BUFFER_UNITS,
     H_EXPIRES_MS,
     H_RES,
+    H_SEQ,
     L_FULFILLED,
     L_GRANTED,
     L_HELD,
@@ -92,17 +94,15 @@ DAY_MS = 86_400_000
 def _less(heap, a, b):
     if heap[a, H_EXPIRES_MS] != heap[b, H_EXPIRES_MS]:
         return heap[a, H_EXPIRES_MS] < heap[b, H_EXPIRES_MS]
-    return heap[a, H_RES] < heap[b, H_RES]
+    return heap[a, H_SEQ] < heap[b, H_SEQ]
 
 
 @njit(inline="always", cache=True)
 def _swap(heap, a, b):
-    e = heap[a, 0]
-    r = heap[a, 1]
-    heap[a, 0] = heap[b, 0]
-    heap[a, 1] = heap[b, 1]
-    heap[b, 0] = e
-    heap[b, 1] = r
+    for c in range(heap.shape[1]):
+        x = heap[a, c]
+        heap[a, c] = heap[b, c]
+        heap[b, c] = x
 
 
 @njit(cache=True)
@@ -125,7 +125,9 @@ def _sift_down(heap, i, n):
 def _heap_push(heap, ctr, expires_ms, res_idx):
     i = ctr[C_HEAP_LEN]
     ctr[C_HEAP_LEN] = i + 1
+    ctr[C_HEAP_SEQ] += 1
     heap[i, H_EXPIRES_MS] = expires_ms
+    heap[i, H_SEQ] = ctr[C_HEAP_SEQ]
     heap[i, H_RES] = res_idx
     while i > 0:
         parent = (i - 1) // 2
@@ -145,8 +147,8 @@ def _heap_pop(heap, ctr):
     n = ctr[C_HEAP_LEN] - 1
     ctr[C_HEAP_LEN] = n
     if n > 0:
-        heap[0, 0] = heap[n, 0]
-        heap[0, 1] = heap[n, 1]
+        for c in range(heap.shape[1]):
+            heap[0, c] = heap[n, c]
         _sift_down(heap, 0, n)
 
 
@@ -165,8 +167,8 @@ def heap_compact(st):
     kept = 0
     for i in range(n):
         if _entry_live(heap, res, i):
-            heap[kept, 0] = heap[i, 0]
-            heap[kept, 1] = heap[i, 1]
+            for c in range(heap.shape[1]):
+                heap[kept, c] = heap[i, c]
             kept += 1
     st.ctr[C_HEAP_LEN] = kept
     for i in range(kept // 2 - 1, -1, -1):
@@ -467,7 +469,7 @@ def fulfil(st, res_idxs, op_offsets, line_idxs, qtys, now_ms, out_code):
 
 @njit(cache=True)
 def expire(st, now_ms):
-    """Expire every hold with expires_ms <= now_ms, in (expires_ms, index) order.
+    """Expire every hold with expires_ms <= now_ms, in (expires_ms, deadline set) order.
 
     Writes the expired reservation indices to st.expired_out and returns how many.
     """
