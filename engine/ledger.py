@@ -220,6 +220,13 @@ def _check_lines_count(items: Sequence[object], field: str) -> Rejection | None:
     return None
 
 
+def _room_for(names: _Names, name: str, count_max: int, what: str) -> Rejection | None:
+    """A new id may be interned only while the table is below its limit."""
+    if len(names) >= count_max and name not in names.ids:
+        return _reject(Code.RESOURCE_EXHAUSTED, "LIMIT", f"more than {count_max} {what}")
+    return None
+
+
 class Ledger:
     """The in-memory stock ledger. Single-threaded: one writer applies batches in order."""
 
@@ -1035,14 +1042,8 @@ class Ledger:
                 bad = _check_qty(spec.priority, f"{f}.priority", -(2**31), 2**31 - 1)
             if bad is None:
                 bad = _check_qty(spec.daily_capacity, f"{f}.daily_capacity", 0, 2**62)
-            if (
-                bad is None
-                and len(self._nodes) >= limits.NODES_MAX
-                and spec.node_id not in self._nodes.ids
-            ):
-                bad = _reject(
-                    Code.RESOURCE_EXHAUSTED, "LIMIT", f"more than {limits.NODES_MAX} nodes"
-                )
+            if bad is None:
+                bad = _room_for(self._nodes, spec.node_id, limits.NODES_MAX, "nodes")
         if bad is not None:
             return [bad]
         ids = [self._nodes.intern(spec.node_id) for spec in nodes]
@@ -1092,14 +1093,8 @@ class Ledger:
                         "UNKNOWN_NODE",
                         f"{f}.node_ids[{j}]: node {node_id!r} is not registered",
                     )
-            if (
-                bad is None
-                and len(self._groups) >= limits.GROUPS_MAX
-                and spec.group_id not in self._groups.ids
-            ):
-                bad = _reject(
-                    Code.RESOURCE_EXHAUSTED, "LIMIT", f"more than {limits.GROUPS_MAX} groups"
-                )
+            if bad is None:
+                bad = _room_for(self._groups, spec.group_id, limits.GROUPS_MAX, "groups")
         if bad is not None:
             return [bad]
         ids = [self._groups.intern(spec.group_id) for spec in groups]

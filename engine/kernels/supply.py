@@ -115,6 +115,18 @@ def apply_deltas(st, op_offsets, sku_ids, node_ids, deltas, out_status):
     return applied
 
 
+@njit(inline="always", cache=True)
+def _setting_guard(node_i64, n_skus, s, n, value):
+    """Guards of an absolute value for one position, in precedence order."""
+    if value < 0:
+        return INVALID_QTY
+    if not node_ok(node_i64, n):
+        return UNKNOWN_NODE
+    if s < 0 or s >= n_skus:
+        return UNKNOWN_SKU
+    return OK
+
+
 @njit(cache=True)
 def set_on_hand(st, sku_ids, node_ids, counts, source_seqs, out_status):
     """Absolute counts. A count whose source sequence is not newer than the position's is STALE."""
@@ -123,14 +135,9 @@ def set_on_hand(st, sku_ids, node_ids, counts, source_seqs, out_status):
     for i in range(sku_ids.shape[0]):
         s = sku_ids[i]
         n = node_ids[i]
-        if counts[i] < 0:
-            out_status[i] = INVALID_QTY
-            continue
-        if not node_ok(st.node_i64, n):
-            out_status[i] = UNKNOWN_NODE
-            continue
-        if s < 0 or s >= n_skus:
-            out_status[i] = UNKNOWN_SKU
+        status = _setting_guard(st.node_i64, n_skus, s, n, counts[i])
+        if status != OK:
+            out_status[i] = status
             continue
         slot = find_slot(st.table, st.pos_key, s, n)
         if slot == EMPTY:
@@ -164,14 +171,9 @@ def set_column(st, sku_ids, node_ids, values, column, out_status):
     for i in range(sku_ids.shape[0]):
         s = sku_ids[i]
         n = node_ids[i]
-        if values[i] < 0:
-            out_status[i] = INVALID_QTY
-            continue
-        if not node_ok(st.node_i64, n):
-            out_status[i] = UNKNOWN_NODE
-            continue
-        if s < 0 or s >= n_skus:
-            out_status[i] = UNKNOWN_SKU
+        status = _setting_guard(st.node_i64, n_skus, s, n, values[i])
+        if status != OK:
+            out_status[i] = status
             continue
         slot = find_slot(st.table, st.pos_key, s, n)
         # Lowering a backorder limit below what is already promised would break the invariant.
