@@ -113,6 +113,8 @@ class Quantities(msgspec.Struct, frozen=True):
     unavailable: int
     inbound: int
     available: int
+    # Set only when a date was asked (`availability(..., at_ms=...)`): see `available_by_date`.
+    available_by_date: int | None = None
 
 
 class BatchOutcome(msgspec.Struct, frozen=True):
@@ -264,6 +266,9 @@ class Ledger:
         self._final: deque[tuple[int, str, str]] = deque()
         self._requests: dict[str, tuple[bytes, bytes]] = {}
         self._transfers: dict[str, _Transfer] = {}
+        # IN_TRANSIT transfers by sku, to_node_id, transfer_id: the inbound that availability by
+        # date promises. Derived from `_transfers` (rebuilt by from_state, not in the snapshot).
+        self._in_transit: dict[str, dict[str, dict[str, _Transfer]]] = {}
         self._lines_live = 0
         self._sourced: dict[str, tuple[bytes, bytes]] = {}
         self._handlers: dict[type, Callable[[list[Any], int], list[Outcome]]] = {
@@ -930,7 +935,9 @@ class Ledger:
             status=status,
         )
         self._transfers[cmd.transfer_id] = t
-        if not ok:
+        if ok:
+            self._track_transfer(cmd.transfer_id, t)
+        else:
             self._final.append((now, "t", cmd.transfer_id))
         return [self._transfer_result(cmd.transfer_id, t, False)]
 
@@ -988,6 +995,7 @@ class Ledger:
             t.qty_received += qty
             if t.qty_received == t.qty_shipped:
                 t.state = "RECEIVED"
+                self._untrack_transfer(cmd.transfer_id, t)
                 self._final.append((now, "t", cmd.transfer_id))
         return self._transfer_result(cmd.transfer_id, t, False)
 
@@ -1012,8 +1020,35 @@ class Ledger:
         )
         if status == LineStatus.OK:
             t.state = "CANCELLED"
+            self._untrack_transfer(cmd.transfer_id, t)
             self._final.append((now, "t", cmd.transfer_id))
         return [self._transfer_result(cmd.transfer_id, t, False)]
+
+    def _track_transfer(self, transfer_id: str, t: _Transfer) -> None:
+        self._in_transit.setdefault(t.sku, {}).setdefault(t.to_node_id, {})[transfer_id] = t
+
+    def _untrack_transfer(self, transfer_id: str, t: _Transfer) -> None:
+        by_node = self._in_transit.get(t.sku)
+        by_id = by_node.get(t.to_node_id) if by_node is not None else None
+        if by_node is None or by_id is None:
+            return
+        by_id.pop(transfer_id, None)
+        if not by_id:
+            del by_node[t.to_node_id]
+            if not by_node:
+                del self._in_transit[t.sku]
+
+    def dated_inbound(self, sku: str, node_id: str, at_ms: int) -> list[tuple[int, int]]:
+        """(expected_at_ms, units still in transit) of the IN_TRANSIT transfers of `sku` to
+        `node_id` with a known arrival (expected_at_ms > 0) at or before `at_ms`, earliest first."""
+        by_id = self._in_transit.get(sku, {}).get(node_id)
+        if not by_id:
+            return []
+        return sorted(
+            (t.expected_at_ms, t.qty_shipped - t.qty_received)
+            for t in by_id.values()
+            if 0 < t.expected_at_ms <= at_ms
+        )
 
     # --- sourcing (engine/sourcing.py has the rules) ---------------------------------------
 
@@ -1194,10 +1229,61 @@ class Ledger:
         atp.availability_in_groups(self._st, sku_ids, group_ids, statuses, qty)
         return statuses, qty
 
+    def available_by_date(
+        self,
+        sku: str,
+        node_id: str | None,
+        group_id: str | None,
+        at_ms: int,
+        status: int,
+        row: Sequence[int],
+    ) -> int:
+        """`available` as of `at_ms` (docs/ledger.md, "Availability by date"): the read's
+        `available` plus the units of IN_TRANSIT transfers to the scope's nodes with a known
+        expected_at_ms ≤ at_ms, each position clamped at 0 as `available` is. `status` and `row`
+        (wire order) are this query's read; 0 unless the status is OK."""
+        if status != LineStatus.OK:
+            return 0
+        if node_id is not None:
+            raw = row[0] - row[1] - row[2] - row[3] - row[4]
+            return max(0, raw + sum(q for _, q in self.dated_inbound(sku, node_id, at_ms)))
+        total = int(row[6])
+        by_node = self._in_transit.get(sku)
+        if not by_node:
+            return total
+        g = self.group_id(group_id) if group_id else -1
+        units = bp = 0
+        if g >= 0:
+            units, bp = self._a["grp_i64"][g, [G_BUFFER_UNITS, G_BUFFER_BP]].tolist()
+        node_i64 = self._a["node_i64"]
+        member = self._a["member"]
+        sku_ids = np.array([self.sku_id(sku)], np.int64)
+        for name in sorted(by_node):
+            n = self._nodes.ids[name]
+            if node_i64[n, N_REGISTERED] == 0 or node_i64[n, N_ENABLED] == 0:
+                continue
+            if g >= 0 and member[g, n] == 0:
+                continue
+            dated = sum(q for _, q in self.dated_inbound(sku, name, at_ms))
+            if dated == 0:
+                continue
+            _, qty = self.availability_ids(sku_ids, np.array([n], np.int64))
+            on_hand, reserved, allocated, safety, unavailable = qty[0, :5].tolist()
+            r = on_hand - reserved - allocated - safety - unavailable
+            if bp > 0 and on_hand > 0:
+                r -= (on_hand * bp + 9_999) // 10_000
+            r -= units
+            total += max(0, r + dated) - max(0, r)
+        return total
+
     def availability(
-        self, queries: Sequence[tuple[str, str | None, str | None]]
+        self,
+        queries: Sequence[tuple[str, str | None, str | None]],
+        *,
+        at_ms: int | None = None,
     ) -> list[tuple[LineStatus, Quantities]]:
-        """Friendly reads: (sku, node_id or None, group_id or None); neither = whole network."""
+        """Friendly reads: (sku, node_id or None, group_id or None); neither = whole network.
+        With `at_ms`, each result's `available_by_date` is set (see `available_by_date`)."""
         n = len(queries)
         skus = np.fromiter((self.sku_id(q[0]) for q in queries), np.int64, n)
         at_node = np.fromiter((q[1] is not None for q in queries), np.bool_, n)
@@ -1213,9 +1299,17 @@ class Ledger:
                 [self.group_id(g) if (g := queries[i][2]) else -1 for i in idx.tolist()], np.int64
             )
             statuses[idx], qty[idx] = self.availability_group_ids(skus[idx], groups)
+        if at_ms is None:
+            return [
+                (LineStatus(s), Quantities(*row))
+                for s, row in zip(statuses.tolist(), qty.tolist(), strict=True)
+            ]
         return [
-            (LineStatus(s), Quantities(*row))
-            for s, row in zip(statuses.tolist(), qty.tolist(), strict=True)
+            (
+                LineStatus(s),
+                Quantities(*row, self.available_by_date(q[0], q[1], q[2], at_ms, s, row)),
+            )
+            for q, s, row in zip(queries, statuses.tolist(), qty.tolist(), strict=True)
         ]
 
     def get_reservation(self, reservation_id: str) -> ReservationView:
@@ -1459,6 +1553,9 @@ class Ledger:
         ledger._final = deque(tuple(x) for x in meta.final)  # type: ignore[misc]
         ledger._requests = {k: (v[0], v[1]) for k, v in meta.requests.items()}
         ledger._transfers = dict(meta.transfers)
+        for transfer_id, t in ledger._transfers.items():
+            if t.state == "IN_TRANSIT":
+                ledger._track_transfer(transfer_id, t)
         ledger._lines_live = meta.lines_live
         ledger._sourced = {k: (v[0], v[1]) for k, v in meta.sourced.items()}
         return ledger

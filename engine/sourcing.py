@@ -621,6 +621,7 @@ def _plan_pickup(
     n_lines = len(skus)
     local = 0
     inbound_l = [0] * n_lines
+    avail_l = [0] * n_lines
     if member:
         sku_arr = np.array(sku_ids, np.int64)
         qty_arr = np.array(qtys, np.int64)
@@ -628,6 +629,7 @@ def _plan_pickup(
         inbound = np.empty(n_lines, np.int64)
         local = int(ks.local_cover(ledger._st, sku_arr, qty_arr, n, g, avail, inbound))
         inbound_l = inbound.tolist()
+        avail_l = avail.tolist()
     prio_cost = 0.0 - policy.priority_weight * float(node_i64[n, N_PRIORITY]) + 0.0
     local_idx = [i for i in range(n_lines) if (local >> i) & 1]
     shipments: list[Shipment] = []
@@ -665,6 +667,14 @@ def _plan_pickup(
         for j, i in enumerate(missing):
             assign_all[i], km_all[i], cost_all[i] = assign[j], km[j], cost[j]
         transfers = _shipments(ledger, skus, qtys, assign_all, km_all, cost_all, is_transfer=True)
+        # Lines are distinct SKUs here (duplicates were merged).
+        ready = {
+            skus[i]: _ready_at(ledger, skus[i], qtys[i], avail_l[i], pickup_node_id)
+            for i in missing
+            if inbound_l[i] > 0
+        }
+        if ready:
+            transfers = [_with_ready_at(s, ready) for s in transfers]
         words += [
             "transfers: " + w
             for w in _search_words(ledger, info, len(missing), policy, transfers_max, transfers)
@@ -674,9 +684,14 @@ def _plan_pickup(
         words.append(f"max_shipments={policy.max_shipments} leaves no room for a transfer")
     for i in missing:
         if inbound_l[i] > 0:
+            when = _ready_at(ledger, skus[i], qtys[i], avail_l[i], pickup_node_id)
             words.append(
-                f"{skus[i]}: {inbound_l[i]} units inbound to {pickup_node_id} "
-                "(arrival time not tracked per position)"
+                f"{skus[i]}: {inbound_l[i]} units inbound to {pickup_node_id}"
+                + (
+                    f", enough there by {when} ms"
+                    if when
+                    else ", not enough with a known arrival time"
+                )
             )
     unfulfilled = [
         UnfulfilledLine(skus[i], qtys[i], _unfulfilled_reason(ledger, sku_ids[i]))
@@ -688,6 +703,23 @@ def _plan_pickup(
             "cannot fulfil " + ", ".join(f"{u.sku} x{u.qty} ({u.reason.name})" for u in unfulfilled)
         )
     return _finish(shipments, unfulfilled, policy, words)
+
+
+def _ready_at(ledger: Ledger, sku: str, qty: int, avail: int, node_id: str) -> int:
+    """The earliest expected_at_ms by which `avail` reservable units at `node_id` plus its
+    in-transit transfers of `sku` with a known arrival cover `qty`; 0 if they never do."""
+    have = avail
+    for expected_at_ms, units in ledger.dated_inbound(sku, node_id, 2**62):
+        have += units
+        if have >= qty:
+            return expected_at_ms
+    return 0
+
+
+def _with_ready_at(s: Shipment, ready: dict[str, int]) -> Shipment:
+    """A transfer leg is ready when its last line is; unknown (0) if any line's time is."""
+    whens = [ready.get(line.sku, 0) for line in s.lines]
+    return s if 0 in whens else msgspec.structs.replace(s, ready_at_ms=max(whens))
 
 
 # --- source-and-reserve -----------------------------------------------------------------------
