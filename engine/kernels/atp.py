@@ -12,7 +12,13 @@ import numpy as np
 from numba import njit
 
 from engine.codes import LineStatus
-from engine.kernels.index import find_slot
+from engine.kernels.index import (
+    PREFETCH_ROW_AHEAD,
+    PREFETCH_TABLE_AHEAD,
+    find_slot,
+    prefetch_home,
+    prefetch_position,
+)
 from engine.state import (
     ALLOCATED,
     EMPTY,
@@ -106,7 +112,14 @@ def availability_at_nodes(st, sku_ids, node_ids, out_status, out_qty):
     sku_known = st.sku_known
     table = st.table
     pos_key = st.pos_key
-    for i in range(sku_ids.shape[0]):
+    count = sku_ids.shape[0]
+    for i in range(count):
+        ahead = i + PREFETCH_TABLE_AHEAD
+        if ahead < count:
+            prefetch_home(table, sku_ids[ahead], node_ids[ahead])
+        ahead = i + PREFETCH_ROW_AHEAD
+        if ahead < count:
+            prefetch_position(table, pos_key, qty, sku_ids[ahead], node_ids[ahead])
         s = sku_ids[i]
         n = node_ids[i]
         for c in range(out_qty.shape[1]):

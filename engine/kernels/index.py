@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from engine.kernels.prefetch import prefetch
 from engine.state import C_POSITIONS, EMPTY
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)
@@ -41,6 +42,28 @@ def find_slot(table, pos_key, sku_id, node_id):
         if pos_key[slot] == key:
             return slot
         i = (i + 1) & mask
+
+
+# Batch kernels prefetch the home table entry of the lookup this many lines ahead, and the
+# pos_key entry and quantity row it points to this many lines ahead, so the DRAM misses of
+# neighbouring lookups overlap (2x at 10M positions; the rate is flat from 16/8 to 48/24).
+PREFETCH_TABLE_AHEAD = 24
+PREFETCH_ROW_AHEAD = 12
+
+
+@njit(inline="always", cache=True)
+def prefetch_home(table, sku_id, node_id):
+    """Start loading the home table entry of (sku_id, node_id) (any ids: the index is masked)."""
+    prefetch(table, hash_key(pack_key(sku_id, node_id), table.shape[0] - 1))
+
+
+@njit(inline="always", cache=True)
+def prefetch_position(table, pos_key, qty, sku_id, node_id):
+    """Start loading the key and quantity row the home entry of (sku_id, node_id) points to."""
+    slot = table[hash_key(pack_key(sku_id, node_id), table.shape[0] - 1)]
+    if slot != EMPTY:
+        prefetch(pos_key, slot)
+        prefetch(qty, slot)
 
 
 @njit(inline="always", cache=True)

@@ -13,7 +13,13 @@ from numba import njit
 
 from engine.codes import LineStatus, ReservationState
 from engine.kernels.atp import atp_raw, group_buffer, group_ok, node_ok, sku_ok
-from engine.kernels.index import find_slot
+from engine.kernels.index import (
+    PREFETCH_ROW_AHEAD,
+    PREFETCH_TABLE_AHEAD,
+    find_slot,
+    prefetch_home,
+    prefetch_position,
+)
 from engine.limits import QTY_MAX
 from engine.state import (
     ALLOCATED,
@@ -239,6 +245,7 @@ def reserve(st, req, lines, now_ms):
     member = st.member
     table = st.table
     pos_key = st.pos_key
+    lines_count = lines.shape[0]
     held_count = 0
     j = 0
     for k in range(req.shape[0]):
@@ -252,6 +259,12 @@ def reserve(st, req, lines, now_ms):
         # Guards, and (all-or-nothing) tentatively add every valid line so that lines for the
         # same position are judged on their sum.
         for x in range(count):
+            ahead = j + x + PREFETCH_TABLE_AHEAD
+            if ahead < lines_count:
+                prefetch_home(table, lines[ahead, 0], lines[ahead, 1])
+            ahead = j + x + PREFETCH_ROW_AHEAD
+            if ahead < lines_count:
+                prefetch_position(table, pos_key, qty, lines[ahead, 0], lines[ahead, 1])
             a = l0 + x
             s = lines[j + x, 0]
             n = lines[j + x, 1]
