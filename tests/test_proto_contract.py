@@ -125,11 +125,13 @@ FIELDS = {
         "sku": (1, "string", ""),
         "node_id": (2, "string", ""),
         "group_id": (3, "string", ""),
+        "promise_by_ms": (4, "int64", ""),
     },
     "AvailabilityResult": {
         "query": (1, "Message:AvailabilityQuery", ""),
         "status": (2, "Enum:LineStatus", ""),
         "quantities": (3, "Message:Quantities", ""),
+        "available_by_date": (4, "int64", ""),
     },
     "GetAvailabilityRequest": {"queries": (1, "Message:AvailabilityQuery", "repeated")},
     "GetAvailabilityResponse": {"results": (1, "Message:AvailabilityResult", "repeated")},

@@ -15,10 +15,12 @@ import numpy as np
 from engine.codes import LineStatus
 from omnistock.v1 import availability_pb2, availability_pb2_grpc
 from server.convert import (
+    SEQ_MAX,
     abort_status,
     check_count,
     check_id,
     check_ids,
+    check_qty,
     check_same_length,
     quantities_pb,
     raise_invalid,
@@ -126,18 +128,30 @@ class AvailabilityServicer(availability_pb2_grpc.AvailabilityServiceServicer):
             group_id = query.group_id if scope == "group_id" else ""
             if scope is not None:
                 check_id(node_id or group_id, f"queries[{i}].{scope}")
+            if query.promise_by_ms:
+                check_qty(query.promise_by_ms, f"queries[{i}].promise_by_ms", 1, SEQ_MAX)
             skus.append(query.sku)
             node_ids.append(node_id)
             group_ids.append(group_id)
-        statuses, qty = read_columns(self.app.ledger, skus, node_ids, group_ids)
-        return availability_pb2.GetAvailabilityResponse(
-            results=[
-                availability_pb2.AvailabilityResult(
-                    query=query, status=status, quantities=quantities_pb(row)
+        ledger = self.app.ledger
+        statuses, qty = read_columns(ledger, skus, node_ids, group_ids)
+        results = [
+            availability_pb2.AvailabilityResult(
+                query=query, status=status, quantities=quantities_pb(row)
+            )
+            for query, status, row in zip(queries, statuses.tolist(), qty.tolist(), strict=True)
+        ]
+        for i, query in enumerate(queries):
+            if query.promise_by_ms:
+                results[i].available_by_date = ledger.available_by_date(
+                    skus[i],
+                    node_ids[i] or None,
+                    group_ids[i] or None,
+                    query.promise_by_ms,
+                    results[i].status,
+                    qty[i].tolist(),
                 )
-                for query, status, row in zip(queries, statuses.tolist(), qty.tolist(), strict=True)
-            ]
-        )
+        return availability_pb2.GetAvailabilityResponse(results=results)
 
     @unary
     async def GetAvailabilityColumnar(

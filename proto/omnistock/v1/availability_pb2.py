@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from omnistock.v1 import types_pb2 as omnistock_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fomnistock/v1/availability.proto\x12\x0comnistock.v1\x1a\x18omnistock/v1/types.proto\"P\n\x11\x41vailabilityQuery\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x11\n\x07node_id\x18\x02 \x01(\tH\x00\x12\x12\n\x08group_id\x18\x03 \x01(\tH\x00\x42\x07\n\x05scope\"\x9c\x01\n\x12\x41vailabilityResult\x12.\n\x05query\x18\x01 \x01(\x0b\x32\x1f.omnistock.v1.AvailabilityQuery\x12(\n\x06status\x18\x02 \x01(\x0e\x32\x18.omnistock.v1.LineStatus\x12,\n\nquantities\x18\x03 \x01(\x0b\x32\x18.omnistock.v1.Quantities\"J\n\x16GetAvailabilityRequest\x12\x30\n\x07queries\x18\x01 \x03(\x0b\x32\x1f.omnistock.v1.AvailabilityQuery\"L\n\x17GetAvailabilityResponse\x12\x31\n\x07results\x18\x01 \x03(\x0b\x32 .omnistock.v1.AvailabilityResult\"~\n\x1eGetAvailabilityColumnarRequest\x12\x0c\n\x04skus\x18\x01 \x03(\t\x12\x10\n\x08node_ids\x18\x02 \x03(\t\x12\x11\n\tgroup_ids\x18\x03 \x03(\t\x12\x17\n\x0finclude_buckets\x18\x04 \x01(\x08\x12\x10\n\x08\x62\x61tch_id\x18\x05 \x01(\x04\"\xdd\x01\n\x1fGetAvailabilityColumnarResponse\x12\x0e\n\x06status\x18\x01 \x03(\x05\x12\x11\n\tavailable\x18\x02 \x03(\x03\x12\x0f\n\x07on_hand\x18\x03 \x03(\x03\x12\x10\n\x08reserved\x18\x04 \x03(\x03\x12\x11\n\tallocated\x18\x05 \x03(\x03\x12\x14\n\x0csafety_stock\x18\x06 \x03(\x03\x12\x13\n\x0bunavailable\x18\x07 \x03(\x03\x12\x0f\n\x07inbound\x18\x08 \x03(\x03\x12\x10\n\x08\x62\x61tch_id\x18\t \x01(\x04\x12\x13\n\x0bjournal_seq\x18\n \x01(\x04\"\xf6\x01\n\x11\x46indNearbyRequest\x12\x0b\n\x03lat\x18\x01 \x01(\x01\x12\x0b\n\x03lon\x18\x02 \x01(\x01\x12\x11\n\tradius_km\x18\x03 \x01(\x01\x12\r\n\x05limit\x18\x04 \x01(\x05\x12!\n\x05lines\x18\x05 \x03(\x0b\x32\x12.omnistock.v1.Line\x12\x13\n\x0bpickup_only\x18\x06 \x01(\x08\x12*\n\nnode_types\x18\x07 \x03(\x0e\x32\x16.omnistock.v1.NodeType\x12\x10\n\x08group_id\x18\x08 \x01(\t\x12\x16\n\x0e\x66ull_cart_only\x18\t \x01(\x08\x12\x17\n\x0f\x66ull_cart_first\x18\n \x01(\x08\"Y\n\nNearbyNode\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64istance_km\x18\x02 \x01(\x01\x12\x11\n\tavailable\x18\x03 \x03(\x03\x12\x12\n\ncovers_all\x18\x04 \x01(\x08\"n\n\x12\x46indNearbyResponse\x12\'\n\x05nodes\x18\x01 \x03(\x0b\x32\x18.omnistock.v1.NearbyNode\x12/\n\rline_statuses\x18\x02 \x03(\x0e\x32\x18.omnistock.v1.LineStatus\"t\n\x0cWatchRequest\x12\x0c\n\x04skus\x18\x01 \x03(\t\x12\x10\n\x08node_ids\x18\x02 \x03(\t\x12\x11\n\tgroup_ids\x18\x03 \x03(\t\x12\x17\n\x0fthresholds_only\x18\x04 \x01(\x08\x12\x18\n\x10resume_after_seq\x18\x05 \x01(\x04\"\xba\x01\n\nStockEvent\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x11\n\x07node_id\x18\x03 \x01(\tH\x00\x12\x12\n\x08group_id\x18\x04 \x01(\tH\x00\x12,\n\nquantities\x18\x05 \x01(\x0b\x32\x18.omnistock.v1.Quantities\x12%\n\x04kind\x18\x06 \x01(\x0e\x32\x17.omnistock.v1.EventKind\x12\r\n\x05\x61t_ms\x18\x07 \x01(\x03\x42\x07\n\x05scope*\x94\x01\n\tEventKind\x12\x1a\n\x16\x45VENT_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45VENT_KIND_CHANGED\x10\x01\x12\x1b\n\x17\x45VENT_KIND_OUT_OF_STOCK\x10\x02\x12\x18\n\x14\x45VENT_KIND_LOW_STOCK\x10\x03\x12\x1c\n\x18\x45VENT_KIND_BACK_IN_STOCK\x10\x04\x32\x82\x04\n\x13\x41vailabilityService\x12^\n\x0fGetAvailability\x12$.omnistock.v1.GetAvailabilityRequest\x1a%.omnistock.v1.GetAvailabilityResponse\x12v\n\x17GetAvailabilityColumnar\x12,.omnistock.v1.GetAvailabilityColumnarRequest\x1a-.omnistock.v1.GetAvailabilityColumnarResponse\x12u\n\x12StreamAvailability\x12,.omnistock.v1.GetAvailabilityColumnarRequest\x1a-.omnistock.v1.GetAvailabilityColumnarResponse(\x01\x30\x01\x12O\n\nFindNearby\x12\x1f.omnistock.v1.FindNearbyRequest\x1a .omnistock.v1.FindNearbyResponse\x12K\n\x11WatchAvailability\x12\x1a.omnistock.v1.WatchRequest\x1a\x18.omnistock.v1.StockEvent0\x01\x42S\n\x0fio.omnistock.v1P\x01Z>github.com/omnistock/omnistock/gen/go/omnistock/v1;omnistockv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fomnistock/v1/availability.proto\x12\x0comnistock.v1\x1a\x18omnistock/v1/types.proto\"g\n\x11\x41vailabilityQuery\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x11\n\x07node_id\x18\x02 \x01(\tH\x00\x12\x12\n\x08group_id\x18\x03 \x01(\tH\x00\x12\x15\n\rpromise_by_ms\x18\x04 \x01(\x03\x42\x07\n\x05scope\"\xd2\x01\n\x12\x41vailabilityResult\x12.\n\x05query\x18\x01 \x01(\x0b\x32\x1f.omnistock.v1.AvailabilityQuery\x12(\n\x06status\x18\x02 \x01(\x0e\x32\x18.omnistock.v1.LineStatus\x12,\n\nquantities\x18\x03 \x01(\x0b\x32\x18.omnistock.v1.Quantities\x12\x1e\n\x11\x61vailable_by_date\x18\x04 \x01(\x03H\x00\x88\x01\x01\x42\x14\n\x12_available_by_date\"J\n\x16GetAvailabilityRequest\x12\x30\n\x07queries\x18\x01 \x03(\x0b\x32\x1f.omnistock.v1.AvailabilityQuery\"L\n\x17GetAvailabilityResponse\x12\x31\n\x07results\x18\x01 \x03(\x0b\x32 .omnistock.v1.AvailabilityResult\"~\n\x1eGetAvailabilityColumnarRequest\x12\x0c\n\x04skus\x18\x01 \x03(\t\x12\x10\n\x08node_ids\x18\x02 \x03(\t\x12\x11\n\tgroup_ids\x18\x03 \x03(\t\x12\x17\n\x0finclude_buckets\x18\x04 \x01(\x08\x12\x10\n\x08\x62\x61tch_id\x18\x05 \x01(\x04\"\xdd\x01\n\x1fGetAvailabilityColumnarResponse\x12\x0e\n\x06status\x18\x01 \x03(\x05\x12\x11\n\tavailable\x18\x02 \x03(\x03\x12\x0f\n\x07on_hand\x18\x03 \x03(\x03\x12\x10\n\x08reserved\x18\x04 \x03(\x03\x12\x11\n\tallocated\x18\x05 \x03(\x03\x12\x14\n\x0csafety_stock\x18\x06 \x03(\x03\x12\x13\n\x0bunavailable\x18\x07 \x03(\x03\x12\x0f\n\x07inbound\x18\x08 \x03(\x03\x12\x10\n\x08\x62\x61tch_id\x18\t \x01(\x04\x12\x13\n\x0bjournal_seq\x18\n \x01(\x04\"\xf6\x01\n\x11\x46indNearbyRequest\x12\x0b\n\x03lat\x18\x01 \x01(\x01\x12\x0b\n\x03lon\x18\x02 \x01(\x01\x12\x11\n\tradius_km\x18\x03 \x01(\x01\x12\r\n\x05limit\x18\x04 \x01(\x05\x12!\n\x05lines\x18\x05 \x03(\x0b\x32\x12.omnistock.v1.Line\x12\x13\n\x0bpickup_only\x18\x06 \x01(\x08\x12*\n\nnode_types\x18\x07 \x03(\x0e\x32\x16.omnistock.v1.NodeType\x12\x10\n\x08group_id\x18\x08 \x01(\t\x12\x16\n\x0e\x66ull_cart_only\x18\t \x01(\x08\x12\x17\n\x0f\x66ull_cart_first\x18\n \x01(\x08\"Y\n\nNearbyNode\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64istance_km\x18\x02 \x01(\x01\x12\x11\n\tavailable\x18\x03 \x03(\x03\x12\x12\n\ncovers_all\x18\x04 \x01(\x08\"n\n\x12\x46indNearbyResponse\x12\'\n\x05nodes\x18\x01 \x03(\x0b\x32\x18.omnistock.v1.NearbyNode\x12/\n\rline_statuses\x18\x02 \x03(\x0e\x32\x18.omnistock.v1.LineStatus\"t\n\x0cWatchRequest\x12\x0c\n\x04skus\x18\x01 \x03(\t\x12\x10\n\x08node_ids\x18\x02 \x03(\t\x12\x11\n\tgroup_ids\x18\x03 \x03(\t\x12\x17\n\x0fthresholds_only\x18\x04 \x01(\x08\x12\x18\n\x10resume_after_seq\x18\x05 \x01(\x04\"\xba\x01\n\nStockEvent\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x11\n\x07node_id\x18\x03 \x01(\tH\x00\x12\x12\n\x08group_id\x18\x04 \x01(\tH\x00\x12,\n\nquantities\x18\x05 \x01(\x0b\x32\x18.omnistock.v1.Quantities\x12%\n\x04kind\x18\x06 \x01(\x0e\x32\x17.omnistock.v1.EventKind\x12\r\n\x05\x61t_ms\x18\x07 \x01(\x03\x42\x07\n\x05scope*\x94\x01\n\tEventKind\x12\x1a\n\x16\x45VENT_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45VENT_KIND_CHANGED\x10\x01\x12\x1b\n\x17\x45VENT_KIND_OUT_OF_STOCK\x10\x02\x12\x18\n\x14\x45VENT_KIND_LOW_STOCK\x10\x03\x12\x1c\n\x18\x45VENT_KIND_BACK_IN_STOCK\x10\x04\x32\x82\x04\n\x13\x41vailabilityService\x12^\n\x0fGetAvailability\x12$.omnistock.v1.GetAvailabilityRequest\x1a%.omnistock.v1.GetAvailabilityResponse\x12v\n\x17GetAvailabilityColumnar\x12,.omnistock.v1.GetAvailabilityColumnarRequest\x1a-.omnistock.v1.GetAvailabilityColumnarResponse\x12u\n\x12StreamAvailability\x12,.omnistock.v1.GetAvailabilityColumnarRequest\x1a-.omnistock.v1.GetAvailabilityColumnarResponse(\x01\x30\x01\x12O\n\nFindNearby\x12\x1f.omnistock.v1.FindNearbyRequest\x1a .omnistock.v1.FindNearbyResponse\x12K\n\x11WatchAvailability\x12\x1a.omnistock.v1.WatchRequest\x1a\x18.omnistock.v1.StockEvent0\x01\x42S\n\x0fio.omnistock.v1P\x01Z>github.com/omnistock/omnistock/gen/go/omnistock/v1;omnistockv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,30 +33,30 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'omnistock.v1.availability_p
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\017io.omnistock.v1P\001Z>github.com/omnistock/omnistock/gen/go/omnistock/v1;omnistockv1'
-  _globals['_EVENTKIND']._serialized_start=1582
-  _globals['_EVENTKIND']._serialized_end=1730
+  _globals['_EVENTKIND']._serialized_start=1659
+  _globals['_EVENTKIND']._serialized_end=1807
   _globals['_AVAILABILITYQUERY']._serialized_start=75
-  _globals['_AVAILABILITYQUERY']._serialized_end=155
-  _globals['_AVAILABILITYRESULT']._serialized_start=158
-  _globals['_AVAILABILITYRESULT']._serialized_end=314
-  _globals['_GETAVAILABILITYREQUEST']._serialized_start=316
-  _globals['_GETAVAILABILITYREQUEST']._serialized_end=390
-  _globals['_GETAVAILABILITYRESPONSE']._serialized_start=392
-  _globals['_GETAVAILABILITYRESPONSE']._serialized_end=468
-  _globals['_GETAVAILABILITYCOLUMNARREQUEST']._serialized_start=470
-  _globals['_GETAVAILABILITYCOLUMNARREQUEST']._serialized_end=596
-  _globals['_GETAVAILABILITYCOLUMNARRESPONSE']._serialized_start=599
-  _globals['_GETAVAILABILITYCOLUMNARRESPONSE']._serialized_end=820
-  _globals['_FINDNEARBYREQUEST']._serialized_start=823
-  _globals['_FINDNEARBYREQUEST']._serialized_end=1069
-  _globals['_NEARBYNODE']._serialized_start=1071
-  _globals['_NEARBYNODE']._serialized_end=1160
-  _globals['_FINDNEARBYRESPONSE']._serialized_start=1162
-  _globals['_FINDNEARBYRESPONSE']._serialized_end=1272
-  _globals['_WATCHREQUEST']._serialized_start=1274
-  _globals['_WATCHREQUEST']._serialized_end=1390
-  _globals['_STOCKEVENT']._serialized_start=1393
-  _globals['_STOCKEVENT']._serialized_end=1579
-  _globals['_AVAILABILITYSERVICE']._serialized_start=1733
-  _globals['_AVAILABILITYSERVICE']._serialized_end=2247
+  _globals['_AVAILABILITYQUERY']._serialized_end=178
+  _globals['_AVAILABILITYRESULT']._serialized_start=181
+  _globals['_AVAILABILITYRESULT']._serialized_end=391
+  _globals['_GETAVAILABILITYREQUEST']._serialized_start=393
+  _globals['_GETAVAILABILITYREQUEST']._serialized_end=467
+  _globals['_GETAVAILABILITYRESPONSE']._serialized_start=469
+  _globals['_GETAVAILABILITYRESPONSE']._serialized_end=545
+  _globals['_GETAVAILABILITYCOLUMNARREQUEST']._serialized_start=547
+  _globals['_GETAVAILABILITYCOLUMNARREQUEST']._serialized_end=673
+  _globals['_GETAVAILABILITYCOLUMNARRESPONSE']._serialized_start=676
+  _globals['_GETAVAILABILITYCOLUMNARRESPONSE']._serialized_end=897
+  _globals['_FINDNEARBYREQUEST']._serialized_start=900
+  _globals['_FINDNEARBYREQUEST']._serialized_end=1146
+  _globals['_NEARBYNODE']._serialized_start=1148
+  _globals['_NEARBYNODE']._serialized_end=1237
+  _globals['_FINDNEARBYRESPONSE']._serialized_start=1239
+  _globals['_FINDNEARBYRESPONSE']._serialized_end=1349
+  _globals['_WATCHREQUEST']._serialized_start=1351
+  _globals['_WATCHREQUEST']._serialized_end=1467
+  _globals['_STOCKEVENT']._serialized_start=1470
+  _globals['_STOCKEVENT']._serialized_end=1656
+  _globals['_AVAILABILITYSERVICE']._serialized_start=1810
+  _globals['_AVAILABILITYSERVICE']._serialized_end=2324
 # @@protoc_insertion_point(module_scope)

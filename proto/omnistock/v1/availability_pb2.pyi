@@ -23,24 +23,28 @@ EVENT_KIND_LOW_STOCK: EventKind
 EVENT_KIND_BACK_IN_STOCK: EventKind
 
 class AvailabilityQuery(_message.Message):
-    __slots__ = ("sku", "node_id", "group_id")
+    __slots__ = ("sku", "node_id", "group_id", "promise_by_ms")
     SKU_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    PROMISE_BY_MS_FIELD_NUMBER: _ClassVar[int]
     sku: str
     node_id: str
     group_id: str
-    def __init__(self, sku: _Optional[str] = ..., node_id: _Optional[str] = ..., group_id: _Optional[str] = ...) -> None: ...
+    promise_by_ms: int
+    def __init__(self, sku: _Optional[str] = ..., node_id: _Optional[str] = ..., group_id: _Optional[str] = ..., promise_by_ms: _Optional[int] = ...) -> None: ...
 
 class AvailabilityResult(_message.Message):
-    __slots__ = ("query", "status", "quantities")
+    __slots__ = ("query", "status", "quantities", "available_by_date")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     QUANTITIES_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_BY_DATE_FIELD_NUMBER: _ClassVar[int]
     query: AvailabilityQuery
     status: _types_pb2.LineStatus
     quantities: _types_pb2.Quantities
-    def __init__(self, query: _Optional[_Union[AvailabilityQuery, _Mapping]] = ..., status: _Optional[_Union[_types_pb2.LineStatus, str]] = ..., quantities: _Optional[_Union[_types_pb2.Quantities, _Mapping]] = ...) -> None: ...
+    available_by_date: int
+    def __init__(self, query: _Optional[_Union[AvailabilityQuery, _Mapping]] = ..., status: _Optional[_Union[_types_pb2.LineStatus, str]] = ..., quantities: _Optional[_Union[_types_pb2.Quantities, _Mapping]] = ..., available_by_date: _Optional[int] = ...) -> None: ...
 
 class GetAvailabilityRequest(_message.Message):
     __slots__ = ("queries",)
