@@ -121,6 +121,7 @@ class AvailabilityServicer(availability_pb2_grpc.AvailabilityServiceServicer):
         skus: list[str] = []
         node_ids: list[str] = []
         group_ids: list[str] = []
+        by_date: list[int] = []  # queries with a promise_by_ms
         for i, query in enumerate(queries):
             check_id(query.sku, f"queries[{i}].sku")
             scope = query.WhichOneof("scope")
@@ -130,6 +131,7 @@ class AvailabilityServicer(availability_pb2_grpc.AvailabilityServiceServicer):
                 check_id(node_id or group_id, f"queries[{i}].{scope}")
             if query.promise_by_ms:
                 check_qty(query.promise_by_ms, f"queries[{i}].promise_by_ms", 1, SEQ_MAX)
+                by_date.append(i)
             skus.append(query.sku)
             node_ids.append(node_id)
             group_ids.append(group_id)
@@ -141,16 +143,15 @@ class AvailabilityServicer(availability_pb2_grpc.AvailabilityServiceServicer):
             )
             for query, status, row in zip(queries, statuses.tolist(), qty.tolist(), strict=True)
         ]
-        for i, query in enumerate(queries):
-            if query.promise_by_ms:
-                results[i].available_by_date = ledger.available_by_date(
-                    skus[i],
-                    node_ids[i] or None,
-                    group_ids[i] or None,
-                    query.promise_by_ms,
-                    results[i].status,
-                    qty[i].tolist(),
-                )
+        for i in by_date:
+            results[i].available_by_date = ledger.available_by_date(
+                skus[i],
+                node_ids[i] or None,
+                group_ids[i] or None,
+                queries[i].promise_by_ms,
+                results[i].status,
+                qty[i].tolist(),
+            )
         return availability_pb2.GetAvailabilityResponse(results=results)
 
     @unary
