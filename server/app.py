@@ -95,6 +95,7 @@ class App:
         self._ledger: Ledger | None = None
         self._ready = False
         self._stopped = False
+        self.publisher: Any = None  # server.streams.StreamPublisher with --redis (issue 6)
 
     # --- what the servicers use --------------------------------------------------------------
 
@@ -159,6 +160,8 @@ class App:
             out["journal"] = self._sequencer.journal.stats()
         if self.snapshotter is not None:
             out["snapshotter"] = self.snapshotter.stats()
+        if self.publisher is not None:
+            out["publisher"] = self.publisher.stats()
         if self.recovered is not None:
             r = self.recovered
             out["recovery"] = {
@@ -208,6 +211,10 @@ class App:
             on_failure=self._on_writer_failure,
         )
         self.snapshotter.wake = self._sequencer.wake
+        if config.redis_url:
+            from server.streams import attach_publisher
+
+            self.publisher = attach_publisher(self)
         self._sequencer.start()
         for service in ("", *self.services):
             await self.health.set(service, _SERVING)
@@ -239,6 +246,8 @@ class App:
             await server.stop(grace)
         if self._sequencer is not None:
             await self._sequencer.close()
+            if self.publisher is not None:
+                await self.publisher.close()
             if self.snapshotter is not None and self._sequencer.failed is None:
                 try:
                     await self.snapshotter.final(self.ledger)
@@ -348,7 +357,12 @@ async def create_server(config: ServerConfig) -> tuple[grpc.aio.Server, App, int
         )
     credentials = _credentials(config)
     metrics = Metrics()
-    app = App(config, metrics)
+    if config.replica_of:
+        from server.replica import ReplicaApp
+
+        app = ReplicaApp(config, metrics)
+    else:
+        app = App(config, metrics)
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", config.message_bytes_max),

@@ -29,6 +29,7 @@ _SERVE_OPTIONS: tuple[tuple[str, str, type, str], ...] = (
     ("--listen", "listen", str, "HOST:PORT to bind (default 127.0.0.1:50051; port 0 = any)"),
     ("--data-dir", "data_dir", str, "journal and file snapshots (default ./data)"),
     ("--redis", "redis_url", str, "snapshots in Redis, e.g. redis://127.0.0.1:6379/0"),
+    ("--replica-of", "replica_of", str, "serve reads as a replica of the primary's Redis URL"),
     ("--durability", "durability", str, "sync (default) | async | none"),
     ("--metrics-listen", "metrics_listen", str, "HOST:PORT for Prometheus metrics (off)"),
     ("--tokens", "tokens_file", str, "bearer tokens file; without it only loopback binds"),

@@ -24,6 +24,9 @@ ASYNC_FSYNC_INTERVAL_MS = 5
 SHUTDOWN_GRACE_S = 10.0
 STORE_WAIT_S = 10.0  # at start, how long to wait for an unreachable snapshot store
 JOURNAL_SEGMENT_BYTES = 64 * 1024 * 1024
+STREAM_MAXLEN = 100_000  # issue 6: journal stream entries kept in Redis (XADD MAXLEN ~)
+PUBLISH_QUEUE_MAX = 100_000  # journal entries waiting for Redis; past this they are dropped
+REPLICA_WAIT_S = 120.0  # a replica at start waits this long for a snapshot or the stream's head
 
 
 class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -49,3 +52,6 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     log_level: str = "INFO"
     port_file: str = ""  # if set, the bound port is written here (for `--listen HOST:0`)
     replica_of: str = ""  # issue 6: a replica tails this primary's Redis
+    stream_maxlen: int = STREAM_MAXLEN
+    publish_queue_max: int = PUBLISH_QUEUE_MAX
+    replica_wait_s: float = REPLICA_WAIT_S

@@ -364,6 +364,8 @@ async def submit_many(
 def _limit(app: Any, rejection: Rejection) -> dict[str, str]:
     if rejection.reason == "OVERLOADED":
         return {"limit": str(app.config.queue_commands_max)}
+    if rejection.reason == "READ_ONLY_REPLICA":
+        return {"primary": str(getattr(app.sequencer, "primary", ""))}
     return {}
 
 

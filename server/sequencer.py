@@ -209,6 +209,9 @@ class Sequencer:
 
     @property
     def failed(self) -> BaseException | None:
+        # Called after each batch is journaled and committed, before its callers are answered:
+        # (journal seq, journal payload, batch now_ms). Must not block or raise (issue 6 streams).
+        self.journaled_hook: Callable[[int, bytes, int], None] | None = None
         return self._failure
 
     @property
@@ -392,6 +395,8 @@ class Sequencer:
             self._ticks += 1
         if self._metrics is not None:
             self._metrics.observe_batch(len(commands), elapsed)
+        if self.journaled_hook is not None:
+            self.journaled_hook(self.journal.last_seq, payload, now_ms)
         results = outcome.results
         offset = 0
         for item in items:
