@@ -22,6 +22,8 @@ SCENARIOS: dict[str, tuple[str, str]] = {
         "bench.sourcing",
         "SourceOrder and FindNearby in-process latency: 2,000 nodes, 100,000 SKUs, 3-line orders",
     ),
+    "grpc-floor": ("bench.grpc_floor", "empty-handler gRPC server on one core: the cost of gRPC"),
+    "sweep": ("bench.sweep", "real server: highest rate with p99 < 1 ms per call kind, vs floor"),
 }
 
 

@@ -1,0 +1,183 @@
+"""sweep: the highest offered rate that holds p99 < 1 ms, per call kind, on the real server.
+
+The server (`python -m server serve`, `taskset -c 0`, durability `sync` unless `--durability`)
+starts on a data directory seeded with the bench workload (`bench/workload.py`: by default
+10,000 SKUs × 216 nodes, ~700,000 positions, long-tailed stock, Zipf hot set), recovered from a
+snapshot. The open-loop Python workers (`bench/loadgen.py`) on the other core then step the
+offered rate (×1.4 per step) for three series until p99 passes 1 ms:
+
+- `GetAvailability` (unary, one SKU at one node),
+- `Reserve` (unary, carts of 1–3 lines, fresh reservation ids every step),
+- the peak-sale mix (60 % GetAvailability, 20 % FindNearby, 15 % Reserve, 5 % Commit/Release).
+
+A step holds when p99 < 1 ms, ≥ 95 % of the offered rate was answered and fewer than 0.1 % of
+calls failed (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, client backlog…; business
+answers such as a commit of an unknown hold are answers). Then the saturation rate of
+GetAvailability is measured with `h2load` in closed loop (32 streams) and compared with the
+empty-handler server of `grpc-floor` measured the same way in the same run (target ≥ 85 %).
+
+    python -m bench sweep --json sweep.json --plot sweep.png
+    python -m bench sweep --quick --json /tmp/s.json     # seconds (tests)
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from bench.common import Figure, finish
+from bench.harness import (
+    CLIENT_CPU,
+    M_AVAIL,
+    ServerRun,
+    best_rate,
+    client_cpus,
+    encode_ops,
+    geometric_rates,
+    h2load_closed,
+    only,
+    peak_achieved,
+    seed_data_dir,
+    step_rates,
+    workdir,
+    write_outputs,
+)
+
+P99_US_MAX = 1_000.0
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_sweep_arguments(p)
+    p.add_argument("--durability", default="sync", choices=("sync", "async", "none"))
+    p.add_argument("--series", default="availability,reserve,mix",
+                   help="comma-separated: availability, reserve, mix")  # fmt: skip
+    p.add_argument("--h2load-requests", type=int, default=200_000)
+    p.add_argument("--no-h2load", action="store_true")
+
+
+def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quick", action="store_true", help="tiny workload and rates (tests)")
+    p.add_argument("--duration", type=float, default=3.0, help="seconds per step")
+    p.add_argument("--rate-start", type=float, default=500.0)
+    p.add_argument("--rate-max", type=float, default=30_000.0)
+    p.add_argument("--factor", type=float, default=1.4, help="rate multiplier per step")
+    p.add_argument("--processes", type=int, default=2, help="Python load processes (CPU 1)")
+    p.add_argument("--skus", type=int, default=10_000)
+    p.add_argument("--stores", type=int, default=200)
+
+
+def quick(args: argparse.Namespace) -> None:
+    if args.quick:
+        args.duration, args.rate_start, args.rate_max = 1.0, 100.0, 150.0
+        args.processes, args.skus, args.stores = 1, 500, 20
+        if hasattr(args, "h2load_requests"):
+            args.h2load_requests = 2_000
+
+
+def spec_of(args: argparse.Namespace) -> Any:
+    from bench.workload import WorkloadSpec
+
+    return WorkloadSpec(skus_count=args.skus, stores_count=args.stores)
+
+
+def series_runner(target: str, net: Any, series: str, args: argparse.Namespace, label: str):
+    """A `rate -> loadgen Result` function for one series (fresh reservation ids per step)."""
+    from bench.loadgen import run_open_loop
+    from bench.workload import PEAK_SALE_MIX, OpKind, generate_ops
+
+    step = {"n": 0}
+    avail_payloads: list[bytes] = []
+
+    def one(rate: float) -> Any:
+        step["n"] += 1
+        count = max(args.processes, int(rate * args.duration))
+        seed = 1000 + step["n"]
+        prefix = f"{label}-{series[0]}{step['n']}-"
+        if series == "availability":
+            if not avail_payloads:
+                ops = only(net, OpKind.AVAILABILITY, min(count, 20_000), seed, prefix)
+                avail_payloads.extend(encode_ops(ops)[1])
+            return run_open_loop(target, M_AVAIL, avail_payloads, rate, args.duration,
+                                 args.processes, cpus=client_cpus())  # fmt: skip
+        if series == "reserve":
+            ops = only(net, OpKind.RESERVE, count, seed, prefix)
+        elif series == "mix":
+            ops = generate_ops(net, count, PEAK_SALE_MIX, seed=seed, prefix=prefix)
+        else:
+            raise ValueError(f"unknown series {series!r}")
+        methods, payloads = encode_ops(ops)
+        return run_open_loop(target, series, payloads, rate, args.duration, args.processes,
+                             cpus=client_cpus(), methods=methods)  # fmt: skip
+
+    return one
+
+
+def sweep_server(target: str, net: Any, args: argparse.Namespace, label: str,
+                 series: list[str]) -> dict[str, list[dict[str, Any]]]:
+    rates = geometric_rates(args.rate_start, args.rate_max, args.factor)
+    out = {}
+    for s in series:
+        print(f"{label} {s}: stepping {rates[0]:,.0f}..{rates[-1]:,.0f}/s")
+        points = step_rates(series_runner(target, net, s, args, label), f"{label} {s}", rates,
+                            P99_US_MAX)  # fmt: skip
+        out[s] = points
+    return out
+
+
+def availability_payload(net: Any) -> bytes:
+    from bench.workload import OpKind
+
+    return encode_ops(only(net, OpKind.AVAILABILITY, 1, 7, "x"))[1][0]
+
+
+def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, Any]:
+    quick(args)
+    series = [s.strip() for s in args.series.split(",") if s.strip()]
+    figures: list[Figure] = []
+    extra: dict[str, Any] = {"durability": args.durability}
+    all_points: list[dict[str, Any]] = []
+    with workdir("sweep") as tmp:
+        data = Path(tmp) / "data"
+        net = seed_data_dir(data, spec_of(args))
+        extra["positions"] = net.positions_count
+        with ServerRun.omnistock(data, args.durability) as server:
+            by_series = sweep_server(server.target, net, args, "omnistock", series)
+            avail_sat = None
+            if not args.no_h2load:
+                avail_sat = h2load_closed(server.target, M_AVAIL, availability_payload(net),
+                                          args.h2load_requests, cpu=CLIENT_CPU)  # fmt: skip
+        floor_sat = None
+        if avail_sat is not None:
+            from bench.grpc_floor import EMPTY_METHOD, start_floor_server
+
+            with start_floor_server(Path(tmp)) as floor:
+                floor_sat = h2load_closed(floor.target, EMPTY_METHOD, availability_payload(net),
+                                          args.h2load_requests, cpu=CLIENT_CPU)  # fmt: skip
+    names = {"availability": "get_availability", "reserve": "reserve", "mix": "mix"}
+    for s, points in by_series.items():
+        all_points += points
+        figures.append(Figure(f"{names[s]}_p99_under_1ms_per_s", best_rate(points, P99_US_MAX),
+                              "req/s", note="highest offered rate holding p99 < 1 ms"))
+        figures.append(Figure(f"{names[s]}_peak_ok_per_s", peak_achieved(points), "req/s",
+                              note="most successful answers/s in a step (Python clients)"))
+    if avail_sat is not None and floor_sat is not None:
+        ratio = avail_sat["rate_per_s"] / max(floor_sat["rate_per_s"], 1e-9)
+        figures += [
+            Figure("get_availability_saturation_per_s", avail_sat["rate_per_s"], "req/s",
+                   note="h2load closed loop, 32 streams"),
+            Figure("floor_saturation_per_s", floor_sat["rate_per_s"], "req/s",
+                   note="grpc-floor empty handler, same client, same run"),
+            Figure("get_availability_vs_floor", ratio, "ratio", target=0.85),
+        ]  # fmt: skip
+        extra["h2load"] = {"get_availability": avail_sat, "floor": floor_sat}
+        # p99 at >= 50 % of saturation: the step nearest half the saturation rate, if reached.
+        half = 0.5 * avail_sat["rate_per_s"]
+        pts = [p for p in by_series.get("availability", []) if p["offered_per_s"] >= half]
+        if pts:
+            figures.append(Figure("get_availability_p99_at_half_saturation_us", pts[0]["p99_us"],
+                                  "µs", target=P99_US_MAX, at_least=False,
+                                  note=f"step at {pts[0]['offered_per_s']:,.0f}/s"))
+    payload = finish("sweep", figures, args.json, None, extra=extra, argv=argv)
+    write_outputs(payload, all_points, args, f"sweep (durability {args.durability})")
+    return payload

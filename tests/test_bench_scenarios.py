@@ -1,0 +1,66 @@
+"""The gRPC bench scenarios run end to end in `--quick` form and write sane JSON.
+
+No timing assertions: each test only checks that the runner works, that the figures exist and
+are finite and non-negative, and that the points/table/plot were written. h2load is never
+required (its figures are checked only when present).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(tmp_path: Path, name: str, *extra: str, timeout: float = 420) -> dict[str, Any]:
+    out = tmp_path / f"{name}.json"
+    png = tmp_path / f"{name}.png"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", name, "--quick", "--json", str(out), "--plot", str(png),
+         *extra],
+        cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["scenario"] == name
+    assert f"bench {name} --quick" in data["command"]
+    assert data["date"] and data["machine"]["cores"]
+    assert png.exists() and png.stat().st_size > 0
+    return data
+
+
+def _figure(data: dict[str, Any], key: str) -> float:
+    value = data.get(key)
+    assert isinstance(value, int | float), f"{key}: {value!r}"
+    assert math.isfinite(value) and value >= 0, f"{key}: {value!r}"
+    return float(value)
+
+
+def _points(data: dict[str, Any], systems: set[str]) -> None:
+    points = data["points"]
+    assert points and {p["system"] for p in points} >= systems
+    for p in points:
+        assert p["offered_per_s"] > 0 and p["ok"] > 0
+        assert 0 < p["p50_us"] <= p["p99_us"] <= p["max_us"]
+    assert data["table_md"].startswith("| system |")
+
+
+def test_grpc_floor_quick(tmp_path: Path) -> None:
+    data = _run(tmp_path, "grpc-floor")
+    assert _figure(data, "floor_saturation_per_s") > 0
+    _figure(data, "floor_p99_under_1ms_per_s")
+    _points(data, {"grpc-floor"})
+
+
+def test_sweep_quick(tmp_path: Path) -> None:
+    data = _run(tmp_path, "sweep", "--no-h2load")
+    for key in ("get_availability", "reserve", "mix"):
+        _figure(data, f"{key}_p99_under_1ms_per_s")
+        assert _figure(data, f"{key}_peak_ok_per_s") > 0
+    _points(data, {"omnistock availability", "omnistock reserve", "omnistock mix"})
+    assert data["durability"] == "sync" and data["positions"] > 0
