@@ -83,12 +83,14 @@ class Follower:
         prefix: str,
         *,
         on_ledger: Callable[[Ledger], None],
+        on_events: Callable[[Any], None] | None = None,
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
         self._url = url
         self._prefix = prefix
         self.key = journal_key(prefix)
         self._on_ledger = on_ledger
+        self.on_events = on_events  # the event hub's publish, for WatchAvailability
         self._clock_ms = clock_ms
         self.store = RedisSnapshotStore(url, prefix=prefix)
         self._client = aioredis.Redis.from_url(
@@ -292,7 +294,10 @@ class Follower:
                 break
             try:
                 batch = _decode_batch(fields[b"batch"])
-                ledger.apply_batch(batch)
+                outcome = ledger.apply_batch(batch)
+                events = getattr(outcome, "events", None)
+                if events is not None and self.on_events is not None:
+                    self.on_events(events)
             except Exception as exc:  # noqa: BLE001 (a bad entry: reload rather than diverge)
                 self.errors += 1
                 log.error("replica: entry %d cannot be applied (%r); reloading", seq, exc)
@@ -407,6 +412,10 @@ class _ReplicaMixin:
         self.follower = follower
         _register_metrics(self.metrics, follower)
         await follower.bootstrap(config.replica_wait_s)
+        hub = getattr(self, "events", None)  # WatchAvailability's hub, fed like the primary's
+        if hub is not None and hasattr(hub, "start_at") and follower.ledger is not None:
+            hub.start_at(getattr(follower.ledger, "events_seq", 0))
+            follower.on_events = hub.publish
         follower.start()
         head = follower.head_seq
         if not await follower.wait_applied(head, config.replica_wait_s):
@@ -433,6 +442,9 @@ class _ReplicaMixin:
             await server.stop(grace)
         if self.follower is not None:
             await self.follower.close()
+        hub = getattr(self, "events", None)
+        if hub is not None and hasattr(hub, "close"):
+            hub.close()
         log.info("stopped")
 
 

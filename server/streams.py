@@ -9,7 +9,7 @@ With `--redis`, every batch the primary journals is also appended to the stream
 
 so any client can `XREAD BLOCK 0 STREAMS {prefix}:journal {last seen seq}-0`, and a gap in the
 seqs means entries were trimmed (`MAXLEN ~ stream_maxlen`) or lost (a Redis restart). Stock events
-go to `{prefix}:events` the same way (`offer_event`, fed by the event hub's `publish_hook`).
+go to `{prefix}:events` the same way (`offer_events`, fed by the event hub's `publish_hooks`).
 
 Publication never blocks or fails a write: the sequencer calls `offer(...)` after the journal
 commit (a bounded in-memory queue, O(1)), and one background task sends what is queued with
@@ -104,7 +104,7 @@ class StreamPublisher:
         self._queue_max = queue_max
         self._queue: deque[tuple[int, bytes, int, float]] = deque()  # seq, payload, now_ms, t
         self._queue_bytes = 0
-        self._events: deque[dict[str, Any]] = deque()
+        self._events: deque[Any] = deque()  # EventBatch objects, expanded by the task
         self._request_snapshot = request_snapshot
         self._snapshot_seq = snapshot_seq
         self._last_offered = last_seq
@@ -155,14 +155,15 @@ class StreamPublisher:
         if not self._wake.is_set():
             self._wake.set()
 
-    def offer_event(self, fields: dict[str, Any]) -> None:
-        """Queue one stock event (field -> str/bytes/int) for `{prefix}:events`; never raises."""
+    def offer_events(self, batch: Any) -> None:
+        """Queue one batch of stock events (`engine.events.EventBatch`, anything with
+        `to_list()` of `StockEvent`s) for `{prefix}:events`; O(1), never raises."""
         if self._closing:
             return
         if len(self._events) >= self._queue_max:
-            self._events_dropped += 1
+            self._events_dropped += len(batch)
             return
-        self._events.append(fields)
+        self._events.append(batch)
         if not self._wake.is_set():
             self._wake.set()
 
@@ -362,14 +363,39 @@ class StreamPublisher:
             self._stream_seen = True
 
     async def _send_events(self, client: aioredis.Redis) -> None:
-        batch = [self._events[i] for i in range(min(len(self._events), PIPELINE_ENTRIES_MAX))]
+        """Stock events as `{event seq}-0` entries: seq, sku, node_id, group_id, kind, at_ms and
+        quantities (on_hand,reserved,allocated,safety,unavailable,inbound,available)."""
+        batches = [self._events[i] for i in range(min(len(self._events), 64))]
         pipe = client.pipeline(transaction=False)
-        for fields in batch:
-            pipe.xadd(self.events_key, fields, maxlen=self._events_maxlen, approximate=True)
-        await pipe.execute()
-        for _ in batch:
+        count = 0
+        for batch in batches:
+            for event in batch.to_list():
+                fields = {
+                    "seq": event.seq,
+                    "sku": event.sku,
+                    "node_id": event.node_id,
+                    "group_id": event.group_id,
+                    "kind": event.kind,
+                    "at_ms": event.at_ms,
+                    "quantities": ",".join(map(str, event.quantities)),
+                }
+                pipe.xadd(
+                    self.events_key,
+                    fields,
+                    id=f"{event.seq}-0",
+                    maxlen=self._events_maxlen,
+                    approximate=True,
+                )
+                count += 1
+        results = await pipe.execute(raise_on_error=False)
+        for result in results:
+            if isinstance(result, Exception) and not (
+                isinstance(result, redis.ResponseError) and "equal or smaller" in str(result)
+            ):
+                raise result
+        for _ in batches:
             self._events.popleft()
-        self._events_published += len(batch)
+        self._events_published += count
 
 
 def _register_metrics(metrics: Any, publisher: StreamPublisher) -> None:
@@ -414,9 +440,9 @@ def attach_publisher(app: Any) -> StreamPublisher:
         metrics=app.metrics,
     )
     sequencer.journaled_hook = publisher.offer
-    hub = getattr(app, "events", None)
-    if hub is not None and hasattr(hub, "publish_hook"):
-        # The event hub (issue 6 parts 1-2) hands each stock event over as a field mapping.
-        hub.publish_hook = publisher.offer_event
+    hooks = getattr(getattr(app, "events", None), "publish_hooks", None)
+    if isinstance(hooks, list):
+        # The event hub (server/events.py) hands over each batch's stock events.
+        hooks.append(publisher.offer_events)
     publisher.start()
     return publisher
