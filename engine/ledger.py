@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from engine import limits, sourcing
+from engine import events, limits, sourcing
 from engine.codes import (
     LINE_STATUS_PRECEDENCE,
     AdjustReason,
@@ -49,6 +49,7 @@ from engine.commands import (
     SetBackorderLimit,
     SetOnHand,
     SetSafetyStock,
+    SetThresholds,
     SkuQty,
     SourceReserve,
     SourcingPlan,
@@ -120,6 +121,8 @@ class Quantities(msgspec.Struct, frozen=True):
 class BatchOutcome(msgspec.Struct, frozen=True):
     results: list[Outcome]  # one per command, in order
     expired: list[str]  # reservation ids that expired at the start of this batch, in order
+    # Stock events of this batch (engine/events.py), None when nothing changed.
+    events: events.EventBatch | None = None
 
 
 class _Names:
@@ -173,6 +176,7 @@ class _Meta(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     lines_live: int
     # reservation id -> (SourceReserve content, msgpack SourcingPlan), for replays
     sourced: dict[str, tuple[bytes, bytes]] = {}
+    events: bytes = b""  # engine/events.py Tracker meta
 
 
 # Comparing a numpy int64 with an IntEnum member takes ~6 µs (numpy's slow path for int
@@ -271,6 +275,7 @@ class Ledger:
         self._in_transit: dict[str, dict[str, dict[str, _Transfer]]] = {}
         self._lines_live = 0
         self._sourced: dict[str, tuple[bytes, bytes]] = {}
+        self._events = events.Tracker()
         self._handlers: dict[type, Callable[[list[Any], int], list[Outcome]]] = {
             Reserve: self._reserve_run,
             Commit: self._commit_run,
@@ -288,6 +293,7 @@ class Ledger:
             UpsertNodes: self._upsert_nodes_one,
             UpsertGroups: self._upsert_groups_one,
             SourceReserve: self._source_reserve_one,
+            SetThresholds: self._set_thresholds_one,
         }
 
     # --- arrays and growth -----------------------------------------------------------------
@@ -382,9 +388,10 @@ class Ledger:
             else:
                 results.extend(handler([commands[i]], now))
             i = j
+        batch_events = self._events.after_batch(self, now, commands, expired)
         self._forget(now)
         self._compact()
-        return BatchOutcome(results, expired)
+        return BatchOutcome(results, expired, batch_events)
 
     def apply_batch(self, batch: Batch) -> BatchOutcome:
         return self.apply(batch.now_ms, batch.commands)
@@ -773,6 +780,7 @@ class Ledger:
         )
         self._ensure(positions=n, skus=len(self._skus))
         statuses = run(sku_ids, node_ids, list(items))
+        self._events.touch_pairs(sku_ids, node_ids)
         self._remember_request(key, content, statuses.astype(np.int8).tobytes(), now)
         return [SupplyResult(tuple(LineStatus(s) for s in statuses.tolist()), False)]
 
@@ -876,6 +884,7 @@ class Ledger:
         supply.apply_deltas(
             self._st, np.array([0, n], np.int64), sku_ids, node_ids, deltas, statuses
         )
+        self._events.touch_pairs(sku_ids, node_ids)
         # The operation's status is its entries' first failing guard in precedence order.
         found = set(statuses.tolist())
         return next(s for s in LINE_STATUS_PRECEDENCE if s in found)
@@ -1051,6 +1060,9 @@ class Ledger:
         )
 
     # --- sourcing (engine/sourcing.py has the rules) ---------------------------------------
+
+    def _set_thresholds_one(self, cmds: list[SetThresholds], now: int) -> list[Outcome]:
+        return [self._events.set_thresholds(self, cmds[0], now)]
 
     def _source_reserve_one(self, cmds: list[SourceReserve], now: int) -> list[Outcome]:
         return [sourcing.source_reserve(self, cmds[0], now)]
@@ -1345,6 +1357,11 @@ class Ledger:
     def now_ms(self) -> int:
         return int(self._ctr[C_NOW_MS])
 
+    @property
+    def events_seq(self) -> int:
+        """Sequence number of the last stock event (engine/events.py)."""
+        return self._events.seq
+
     # --- friendly single-command API -------------------------------------------------------
 
     def _one(self, now_ms: int, command: Command) -> Any:
@@ -1453,6 +1470,7 @@ class Ledger:
 
     def export_state(self) -> tuple[dict[str, np.ndarray], bytes]:
         """The whole state as trimmed arrays plus a msgpack meta blob (for snapshots)."""
+        self._events._fit(self)
         a = self._a
         ctr = self._ctr
         positions = int(ctr[C_POSITIONS])
@@ -1474,6 +1492,7 @@ class Ledger:
             "ln": a["ln"][: int(ctr[C_LINES_USED])],
             "heap": a["heap"][: int(ctr[C_HEAP_LEN])],
             "ctr": ctr,
+            "ev_low": a["ev_low"][:positions],
         }
         meta = _Meta(
             version=FORMAT_VERSION,
@@ -1490,6 +1509,7 @@ class Ledger:
             transfers=self._transfers,
             lines_live=self._lines_live,
             sourced=self._sourced,
+            events=self._events.export_meta(),
         )
         return arrays, msgspec.msgpack.encode(meta)
 
@@ -1558,6 +1578,7 @@ class Ledger:
                 ledger._track_transfer(transfer_id, t)
         ledger._lines_live = meta.lines_live
         ledger._sourced = {k: (v[0], v[1]) for k, v in meta.sourced.items()}
+        ledger._events.restore(ledger, meta.events, arrays.get("ev_low"))
         return ledger
 
 
