@@ -37,6 +37,7 @@ __all__ = [
     "SetBackorderLimit",
     "SetOnHand",
     "SetSafetyStock",
+    "SetThresholds",
     "Setting",
     "Shipment",
     "SkuQty",
@@ -46,6 +47,7 @@ __all__ = [
     "SourcingResult",
     "StockCount",
     "SupplyResult",
+    "Threshold",
     "TransferCancel",
     "TransferReceive",
     "TransferResult",
@@ -246,6 +248,22 @@ class UpsertGroups(_Command):
     groups: tuple[GroupSpec, ...]
 
 
+class Threshold(_Struct):
+    """A low-stock threshold: at a position (`node_id`), for a SKU in a group (`group_id`), or a
+    group's default for every SKU (`group_id` with `sku` ""). 0 = no LOW_STOCK events."""
+
+    sku: str
+    low_stock: int
+    node_id: str = ""
+    group_id: str = ""
+
+
+class SetThresholds(_Command):
+    """Set low-stock thresholds (engine/events.py); naming a group starts tracking it."""
+
+    thresholds: tuple[Threshold, ...]
+
+
 Command = (
     Reserve
     | Commit
@@ -263,6 +281,7 @@ Command = (
     | UpsertNodes
     | UpsertGroups
     | SourceReserve
+    | SetThresholds
 )
 
 
