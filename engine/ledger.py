@@ -97,7 +97,7 @@ from engine.state import (
     new_arrays,
 )
 
-__all__ = ["Ledger", "Outcome", "BatchOutcome", "Quantities"]
+__all__ = ["Ledger", "Outcome", "BatchOutcome", "Quantities", "DatedQuantities"]
 
 FORMAT_VERSION = 1
 # Index passed to kernels for a group id that is not defined: out of range, so UNKNOWN_GROUP.
@@ -114,8 +114,12 @@ class Quantities(msgspec.Struct, frozen=True):
     unavailable: int
     inbound: int
     available: int
-    # Set only when a date was asked (`availability(..., at_ms=...)`): see `available_by_date`.
-    available_by_date: int | None = None
+
+
+class DatedQuantities(Quantities, frozen=True):
+    """Quantities read with a date (`availability(..., at_ms=...)`): see `available_by_date`."""
+
+    available_by_date: int
 
 
 class BatchOutcome(msgspec.Struct, frozen=True):
@@ -1319,7 +1323,7 @@ class Ledger:
         return [
             (
                 LineStatus(s),
-                Quantities(*row, self.available_by_date(q[0], q[1], q[2], at_ms, s, row)),
+                DatedQuantities(*row, self.available_by_date(q[0], q[1], q[2], at_ms, s, row)),
             )
             for q, s, row in zip(queries, statuses.tolist(), qty.tolist(), strict=True)
         ]
