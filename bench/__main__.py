@@ -18,12 +18,14 @@ SCENARIOS: dict[str, tuple[str, str]] = {
         "bench.kernels",
         "engine micro benchmarks: reserve, availability, one-line call, expiry, memory",
     ),
+    "replicas": ("bench.replicas", "read replicas: change visibility p50/p99, read scaling"),
     "sourcing": (
         "bench.sourcing",
         "SourceOrder and FindNearby in-process latency: 2,000 nodes, 100,000 SKUs, 3-line orders",
     ),
     "grpc-floor": ("bench.grpc_floor", "empty-handler gRPC server on one core: the cost of gRPC"),
     "sweep": ("bench.sweep", "real server: highest rate with p99 < 1 ms per call kind, vs floor"),
+    "batch": ("bench.batch", "lines/s with 10/100-line calls and bidi streams (sync durability)"),
 }
 
 

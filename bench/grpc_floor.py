@@ -60,22 +60,31 @@ def start_floor_server(directory: Path, cpu: int | None = SERVER_CPU) -> ServerR
     return ServerRun(argv, port_file, directory / "floor.log", cpu).start(health=False)
 
 
-def measure(target: str, args: argparse.Namespace, label: str, method: str, payload: bytes,
-            rates: list[float]) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+def measure(
+    target: str,
+    args: argparse.Namespace,
+    label: str,
+    method: str,
+    payload: bytes,
+    rates: list[float],
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """Open-loop steps with the Python workers, then the h2load closed-loop saturation."""
     from bench.loadgen import run_open_loop
 
     def one(rate: float) -> Any:
-        return run_open_loop(target, method, [payload], rate, args.duration, args.processes,
-                             cpus=client_cpus())
+        return run_open_loop(
+            target, method, [payload], rate, args.duration, args.processes, cpus=client_cpus()
+        )
 
     points = step_rates(one, label, rates)
     closed = None
     if not args.no_h2load:
         closed = h2load_closed(target, method, payload, args.h2load_requests, cpu=CLIENT_CPU)
         if closed is not None:
-            print(f"  {label}: h2load closed loop {closed['rate_per_s']:,.0f}/s "
-                  f"({closed['failed']} failed, client CPU {closed['client_cpu_util']:.0%})")
+            print(
+                f"  {label}: h2load closed loop {closed['rate_per_s']:,.0f}/s "
+                f"({closed['failed']} failed, client CPU {closed['client_cpu_util']:.0%})"
+            )
     return points, closed
 
 

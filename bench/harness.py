@@ -211,9 +211,7 @@ def encode_op(op: Any) -> tuple[str, bytes]:
         queries = [availability_pb2.AvailabilityQuery(sku=op.sku, node_id=n) for n in op.node_ids]
         if not queries:
             queries = [availability_pb2.AvailabilityQuery(sku=op.sku)]
-        return M_AVAIL, availability_pb2.GetAvailabilityRequest(
-            queries=queries
-        ).SerializeToString()
+        return M_AVAIL, availability_pb2.GetAvailabilityRequest(queries=queries).SerializeToString()
     if op.kind == OpKind.NEARBY:
         return M_NEARBY, availability_pb2.FindNearbyRequest(
             lat=op.lat,
@@ -410,8 +408,9 @@ def plot_points(path: str, title: str, points: Sequence[dict[str, Any]]) -> None
     plt.close(fig)
 
 
-def write_outputs(payload: dict[str, Any], points: Sequence[dict[str, Any]], args: Any,
-                  title: str) -> str:
+def write_outputs(
+    payload: dict[str, Any], points: Sequence[dict[str, Any]], args: Any, title: str
+) -> str:
     """Add the points and their Markdown table to the JSON already written by `finish`, write
     the table next to it (`.md`), and draw the plot. The table."""
     import json
@@ -488,4 +487,3 @@ def h2load_closed(
         "failed": int(s.group(3)),
         "client_cpu_util": cpu_s / max(seconds, 1e-9),
     }
-

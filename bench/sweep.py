@@ -113,8 +113,9 @@ def series_runner(target: str, net: Any, series: str, args: argparse.Namespace, 
     return one
 
 
-def sweep_server(target: str, net: Any, args: argparse.Namespace, label: str,
-                 series: list[str]) -> dict[str, list[dict[str, Any]]]:
+def sweep_server(
+    target: str, net: Any, args: argparse.Namespace, label: str, series: list[str]
+) -> dict[str, list[dict[str, Any]]]:
     rates = geometric_rates(args.rate_start, args.rate_max, args.factor)
     out = {}
     for s in series:
@@ -157,10 +158,22 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, An
     names = {"availability": "get_availability", "reserve": "reserve", "mix": "mix"}
     for s, points in by_series.items():
         all_points += points
-        figures.append(Figure(f"{names[s]}_p99_under_1ms_per_s", best_rate(points, P99_US_MAX),
-                              "req/s", note="highest offered rate holding p99 < 1 ms"))
-        figures.append(Figure(f"{names[s]}_peak_ok_per_s", peak_achieved(points), "req/s",
-                              note="most successful answers/s in a step (Python clients)"))
+        figures.append(
+            Figure(
+                f"{names[s]}_p99_under_1ms_per_s",
+                best_rate(points, P99_US_MAX),
+                "req/s",
+                note="highest offered rate holding p99 < 1 ms",
+            )
+        )
+        figures.append(
+            Figure(
+                f"{names[s]}_peak_ok_per_s",
+                peak_achieved(points),
+                "req/s",
+                note="most successful answers/s in a step (Python clients)",
+            )
+        )
     if avail_sat is not None and floor_sat is not None:
         ratio = avail_sat["rate_per_s"] / max(floor_sat["rate_per_s"], 1e-9)
         figures += [
@@ -175,9 +188,16 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, An
         half = 0.5 * avail_sat["rate_per_s"]
         pts = [p for p in by_series.get("availability", []) if p["offered_per_s"] >= half]
         if pts:
-            figures.append(Figure("get_availability_p99_at_half_saturation_us", pts[0]["p99_us"],
-                                  "µs", target=P99_US_MAX, at_least=False,
-                                  note=f"step at {pts[0]['offered_per_s']:,.0f}/s"))
+            figures.append(
+                Figure(
+                    "get_availability_p99_at_half_saturation_us",
+                    pts[0]["p99_us"],
+                    "µs",
+                    target=P99_US_MAX,
+                    at_least=False,
+                    note=f"step at {pts[0]['offered_per_s']:,.0f}/s",
+                )
+            )
     payload = finish("sweep", figures, args.json, None, extra=extra, argv=argv)
     write_outputs(payload, all_points, args, f"sweep (durability {args.durability})")
     return payload
