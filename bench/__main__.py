@@ -26,6 +26,7 @@ SCENARIOS: dict[str, tuple[str, str]] = {
     "grpc-floor": ("bench.grpc_floor", "empty-handler gRPC server on one core: the cost of gRPC"),
     "sweep": ("bench.sweep", "real server: highest rate with p99 < 1 ms per call kind, vs floor"),
     "batch": ("bench.batch", "lines/s with 10/100-line calls and bidi streams (sync durability)"),
+    "peers": ("bench.peers_scenario", "the mix vs redis-lua and postgres behind the same front"),
 }
 
 

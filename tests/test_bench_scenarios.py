@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -64,3 +66,34 @@ def test_sweep_quick(tmp_path: Path) -> None:
         assert _figure(data, f"{key}_peak_ok_per_s") > 0
     _points(data, {"omnistock availability", "omnistock reserve", "omnistock mix"})
     assert data["durability"] == "sync" and data["positions"] > 0
+
+
+def test_batch_quick(tmp_path: Path) -> None:
+    data = _run(tmp_path, "batch")
+    assert _figure(data, "availability_lines_per_s") > 0
+    assert _figure(data, "reserve_lines_per_s") > 0
+    for size in (10, 100):
+        for via in ("unary", "stream"):
+            _figure(data, f"availability_lines_per_s_{size}_{via}")
+            _figure(data, f"reserve_lines_per_s_{size}_{via}")
+    assert data["durability"] == "sync" and data["table_md"].startswith("| kind |")
+
+
+def test_peers_quick(tmp_path: Path) -> None:
+    pytest.importorskip("psycopg")
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    try:
+        import psycopg
+
+        psycopg.connect("host=127.0.0.1 port=5432 dbname=postgres", connect_timeout=2).close()
+    except Exception as exc:  # noqa: BLE001 - any failure means: no PostgreSQL here
+        pytest.skip(f"PostgreSQL not reachable: {exc}")
+    data = _run(tmp_path, "peers")
+    for system in ("omnistock", "redis_lua", "postgres"):
+        assert _figure(data, f"{system}_reserves_per_s") > 0
+        assert _figure(data, f"{system}_mix_ok_per_s") > 0
+    _figure(data, "omnistock_vs_redis_lua_reserves")
+    _figure(data, "omnistock_vs_postgres_reserves")
+    assert _figure(data, "redis_direct_depth_16_reserves_per_s") > 0
+    _points(data, {"omnistock mix", "redis-lua mix", "postgres reserve"})

@@ -1,0 +1,276 @@
+"""peers: the same mix at the same offered rates against omnistock, redis-lua and postgres, all
+behind the same gRPC front (same servicers, proto, options), in one run; plus redis-direct.
+
+Every system serves on CPU 0 (`taskset -c 0`: the omnistock server; the peer front and its
+private redis-server; PostgreSQL is the machine's shared server at 127.0.0.1:5432 on a fresh
+database created and dropped by the run, which cannot be pinned), the open-loop Python workers
+run on CPU 1. All systems get the same workload (`--skus` × ~66 nodes) and the same request
+bytes:
+
+- `mix`: 80 % GetAvailability, 15 % Reserve, 3.5 % Commit, 1.5 % Release (the peak-sale mix
+  without FindNearby, which the peers cannot answer), stepped ×1.5 from `--rate-start` until the
+  system saturates;
+- `reserve`: unary Reserve only, stepped the same way; its most successful answers/s in any step
+  is the system's reserves/s at saturation.
+
+redis-direct (`bench/redis_direct.py`): the Lua reserve script sent straight to a private Redis
+on CPU 0 (unpipelined and 16 deep), no front at all.
+
+Targets: omnistock reserves/s at saturation ≥ 1.5× redis-lua and ≥ 10× postgres; p99 lower than
+both at equal offered load (compared at the highest mix rate every system answered).
+
+    python -m bench peers --json peers.json --plot peers.png
+    python -m bench peers --quick --json /tmp/p.json      # seconds (tests)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import Figure, finish
+from bench.harness import (
+    SERVER_CPU,
+    ServerRun,
+    client_cpus,
+    encode_ops,
+    geometric_rates,
+    only,
+    peak_achieved,
+    seed_data_dir,
+    step_rates,
+    workdir,
+    write_outputs,
+)
+
+PG_ADMIN = os.environ.get("OMNISTOCK_BENCH_PG", "host=127.0.0.1 port=5432 dbname=postgres")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quick", action="store_true", help="tiny workload and rates (tests)")
+    p.add_argument("--duration", type=float, default=2.0, help="seconds per step")
+    p.add_argument("--rate-start", type=float, default=250.0)
+    p.add_argument("--rate-max", type=float, default=20_000.0)
+    p.add_argument("--factor", type=float, default=1.5)
+    p.add_argument("--processes", type=int, default=2)
+    p.add_argument("--skus", type=int, default=2_000)
+    p.add_argument("--stores", type=int, default=50)
+    p.add_argument("--systems", default="omnistock,redis-lua,postgres")
+    p.add_argument("--direct-requests", type=int, default=100_000)
+    p.add_argument("--no-direct", action="store_true")
+
+
+def _mix() -> Any:
+    from bench.workload import Mix
+
+    return Mix(availability=0.80, nearby=0.0, reserve=0.15, commit=0.035, release=0.015)
+
+
+def _stepper(target: str, net: Any, series: str, args: argparse.Namespace, system: str):
+    from bench.loadgen import run_open_loop
+    from bench.workload import OpKind, generate_ops
+
+    step = {"n": 0}
+
+    def one(rate: float) -> Any:
+        step["n"] += 1
+        count = max(args.processes, int(rate * args.duration))
+        prefix = f"{system[:2]}{series[0]}{step['n']}-"
+        if series == "reserve":
+            ops = only(net, OpKind.RESERVE, count, 500 + step["n"], prefix)
+        else:
+            ops = generate_ops(net, count, _mix(), seed=500 + step["n"], prefix=prefix)
+        methods, payloads = encode_ops(ops)
+        return run_open_loop(target, f"{system} {series}", payloads, rate, args.duration,
+                             args.processes, cpus=client_cpus(), methods=methods)  # fmt: skip
+
+    return one
+
+
+class _Front:
+    """A peer front process (and what it needs), as a context manager yielding the target."""
+
+    def __init__(self, system: str, net: Any, tmp: Path) -> None:
+        self.system, self.net, self.tmp = system, net, tmp
+        self.redis: Any = None
+        self.db = ""
+        self.server: ServerRun | None = None
+
+    def __enter__(self) -> str:
+        from bench.workload import peer_positions
+
+        argv = [sys.executable, "-m", "bench.peers.front", "--backend", self.system]
+        if self.system == "redis-lua":
+            from bench.peers.redis_lua import RedisLuaBackend
+            from bench.redis_direct import _PrivateRedis
+
+            self.redis = _PrivateRedis(SERVER_CPU)
+            backend: Any = RedisLuaBackend(self.redis.url)
+            argv += ["--url", self.redis.url]
+        else:
+            import psycopg
+
+            from bench.peers.postgres import PostgresBackend
+
+            self.db = f"omnistock_bench_{os.getpid()}_{int(time.time())}"
+            with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as admin:
+                admin.execute(f'CREATE DATABASE "{self.db}"')
+            conninfo = f"{PG_ADMIN.replace('dbname=postgres', '')} dbname={self.db}"
+            backend = PostgresBackend(conninfo, pool_size=8)
+            argv += ["--conninfo", conninfo]
+
+        async def load() -> int:
+            if hasattr(backend, "open"):
+                await backend.open()
+            try:
+                return await backend.load(peer_positions(self.net))
+            finally:
+                await backend.close()
+
+        rows = asyncio.run(load())
+        print(f"  {self.system}: loaded {rows:,} positions")
+        port_file = self.tmp / f"{self.system}.port"
+        argv += ["--port-file", str(port_file)]
+        self.server = ServerRun(argv, port_file, self.tmp / f"{self.system}.log", SERVER_CPU)
+        self.server.start()
+        return self.server.target
+
+    def __exit__(self, *exc: object) -> None:
+        if self.server is not None:
+            self.server.stop()
+        if self.redis is not None:
+            self.redis.close()
+        if self.db:
+            import psycopg
+
+            with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as admin:
+                admin.execute(f'DROP DATABASE IF EXISTS "{self.db}" WITH (FORCE)')
+
+
+def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, Any]:
+    from bench.workload import WorkloadSpec
+
+    if args.quick:
+        args.duration, args.rate_start, args.rate_max = 1.0, 100.0, 150.0
+        args.processes, args.skus, args.stores, args.direct_requests = 1, 200, 10, 2_000
+    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    rates = geometric_rates(args.rate_start, args.rate_max, args.factor)
+    spec = WorkloadSpec(skus_count=args.skus, stores_count=args.stores)
+    points: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    with workdir("peers") as tmp_s:
+        tmp = Path(tmp_s)
+        data = tmp / "data"
+        net = seed_data_dir(data, spec)
+        for system in systems:
+            ctx: Any = (
+                ServerRun.omnistock(data) if system == "omnistock" else _Front(system, net, tmp)
+            )
+            with ctx as handle:
+                target = handle.target if isinstance(handle, ServerRun) else handle
+                points[system] = {}
+                for series in ("mix", "reserve"):
+                    print(f"{system} {series}: stepping from {rates[0]:,.0f}/s")
+                    points[system][series] = step_rates(
+                        _stepper(target, net, series, args, system), f"{system} {series}",
+                        rates, keep_going=0,
+                    )  # fmt: skip
+    direct = None
+    if not args.no_direct:
+        from bench.redis_direct import _PrivateRedis, run_mode
+
+        private = _PrivateRedis(SERVER_CPU)
+        try:
+            cpu = (client_cpus() or [None])[0]
+            direct = {
+                f"depth_{d}": run_mode(
+                    private.url, args.direct_requests, args.processes, d, f"pd{d}-", cpu
+                )  # fmt: skip
+                for d in (1, 16)
+            }
+        finally:
+            private.close()
+    figures: list[Figure] = []
+    sat = {s: peak_achieved(points[s]["reserve"]) for s in systems}
+    mix_sat = {s: peak_achieved(points[s]["mix"]) for s in systems}
+    for s in systems:
+        key = s.replace("-", "_")
+        figures.append(
+            Figure(
+                f"{key}_reserves_per_s",
+                sat[s],
+                "reserves/s",
+                note="unary Reserve, most successful answers/s in a step",
+            )
+        )
+        figures.append(
+            Figure(
+                f"{key}_mix_ok_per_s",
+                mix_sat[s],
+                "req/s",
+                note="the mix, most successful answers/s in a step",
+            )
+        )
+    if "omnistock" in sat:
+        for peer, target in (("redis-lua", 1.5), ("postgres", 10.0)):
+            if peer in sat:
+                figures.append(Figure(
+                    f"omnistock_vs_{peer.replace('-', '_')}_reserves", sat["omnistock"]
+                    / max(sat[peer], 1e-9), "ratio", target=target))  # fmt: skip
+        # p99 at equal offered load: the highest mix rate every system answered (≥ 95 %).
+        common = None
+        for rate in rates:
+            ok = all(any(p["offered_per_s"] == rate and p["achieved_per_s"] >= 0.95 * rate
+                         for p in points[s]["mix"]) for s in systems)  # fmt: skip
+            if ok:
+                common = rate
+        if common is not None:
+            p99 = {s: next(p["p99_us"] for p in points[s]["mix"] if p["offered_per_s"] == common)
+                   for s in systems}  # fmt: skip
+            for s in systems:
+                figures.append(
+                    Figure(
+                        f"{s.replace('-', '_')}_mix_p99_us_at_common_rate",
+                        p99[s],
+                        "µs",
+                        note=f"mix at {common:,.0f}/s offered",
+                    )
+                )
+            others = [p99[s] for s in systems if s != "omnistock"]
+            if others:
+                figures.append(
+                    Figure(
+                        "omnistock_p99_vs_best_peer_at_common_rate",
+                        p99["omnistock"] / min(others),
+                        "ratio",
+                        target=1.0,
+                        at_least=False,
+                        note="< 1: omnistock's p99 is lower",
+                    )
+                )
+    if direct is not None:
+        for d, r in direct.items():
+            figures.append(
+                Figure(
+                    f"redis_direct_{d}_reserves_per_s",
+                    r["reserves_per_s"],
+                    "reserves/s",
+                    note=f"Redis CPU {r['redis_cpu_util']:.0%}",
+                )
+            )
+            figures.append(
+                Figure(
+                    f"redis_direct_{d}_reserves_per_redis_cpu_s",
+                    r["reserves_per_redis_cpu_s"],
+                    "reserves/CPU-s",
+                )
+            )
+    extra = {"direct": direct, "positions": net.positions_count, "systems": systems}
+    payload = finish("peers", figures, args.json, None, extra=extra, argv=argv)
+    flat = [p for s in systems for series in ("mix", "reserve") for p in points[s][series]]
+    write_outputs(payload, flat, args, "peers: same front, same offered rates")
+    return payload
