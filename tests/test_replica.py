@@ -279,7 +279,12 @@ async def test_replica_process_answers_like_the_primary(tmp_path: Path) -> None:
                 supply_pb2_grpc.SupplyServiceStub(channel).UpsertNodes(
                     supply_pb2.UpsertNodesRequest(
                         request_id="nodes",
-                        nodes=[types_pb2.Node(node_id=n, lat=48.0, lon=2.0) for n in NODES],
+                        nodes=[
+                            types_pb2.Node(
+                                node_id=n, lat=48.0, lon=2.0, enabled=True, ship=True, type=2
+                            )
+                            for n in NODES
+                        ],
                     ),
                     timeout=5,
                 )
@@ -288,6 +293,7 @@ async def test_replica_process_answers_like_the_primary(tmp_path: Path) -> None:
             await asyncio.to_thread(replica.start)
             await asyncio.to_thread(_random_rpc_writes, primary.target, rng, 150, 150)
             await _until_same(primary, replica)
+            assert any(available > 0 for _, available, _ in _all_positions(replica.target))
             replica.kill()
             await asyncio.to_thread(_random_rpc_writes, primary.target, rng, 100, 300)
             await asyncio.to_thread(replica.start)
