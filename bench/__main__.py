@@ -27,6 +27,7 @@ SCENARIOS: dict[str, tuple[str, str]] = {
     "sweep": ("bench.sweep", "real server: highest rate with p99 < 1 ms per call kind, vs floor"),
     "batch": ("bench.batch", "lines/s with 10/100-line calls and bidi streams (sync durability)"),
     "peers": ("bench.peers_scenario", "the mix vs redis-lua and postgres behind the same front"),
+    "recovery": ("bench.recovery", "restart time: 10M positions snapshot + 1M journal entries"),
 }
 
 

@@ -98,3 +98,17 @@ def test_peers_quick(tmp_path: Path) -> None:
     _figure(data, "omnistock_vs_postgres_reserves")
     assert _figure(data, "redis_direct_depth_16_reserves_per_s") > 0
     _points(data, {"omnistock mix", "redis-lua mix", "postgres reserve"})
+
+
+def test_recovery_quick(tmp_path: Path) -> None:
+    out = tmp_path / "recovery.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "recovery", "--quick", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["positions"] == 40_000 and data["journal_entries"] == 2_000
+    for key in ("recovery_s", "recovery_snapshot_only_s", "warm_up_s", "replay_entries_per_s"):
+        assert _figure(data, key) > 0
+    assert data["targets"]["recovery_s"]["op"] == "<="

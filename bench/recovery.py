@@ -1,0 +1,153 @@
+"""recovery: restart time with 10M positions and 1M journal entries.
+
+Builds the state in-process the way `bench kernels` does (`--skus` × `--nodes` positions, 10M
+by default, stock loaded by the supply kernel), snapshots it with `FileSnapshotStore` into a
+fresh data directory (journal seq 0), then appends `--entries` small journal entries (1M by
+default): one-line one-unit `Reserve`s and, for every other one, the `Release` of the previous
+hold, each its own `Batch` as the sequencer writes it (so stock and holds stay bounded). The
+built ledger is dropped, then `server.durability.recover` — what `App.start` runs — is timed
+from nothing to a ready ledger (snapshot read and `Ledger.from_state`, journal opened and
+validated, every entry replayed). `warm_up` (kernels compiled or loaded from numba's cache,
+which `App.start` also runs before SERVING) is timed on its own.
+
+The snapshot was just written, so it is read from the page cache: this is a warm restart (a
+process restart on the same machine); a cold disk adds its read time (~1 GB at disk speed).
+
+    python -m bench recovery --json recovery.json
+    python -m bench recovery --quick --json /tmp/r.json      # seconds (tests)
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import Figure, finish
+
+RECOVERY_S_TARGET = 5.0
+NOW0_MS = 1_700_000_000_000
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quick", action="store_true", help="40,000 positions, 2,000 entries")
+    p.add_argument("--skus", type=int, default=100_000)
+    p.add_argument("--nodes", type=int, default=100)
+    p.add_argument("--entries", type=int, default=1_000_000, help="journal entries")
+    p.add_argument("--dir", default="", help="work directory (default: a temporary one)")
+
+
+def journal_payloads(skus: int, nodes: int, entries: int) -> Any:
+    """`entries` msgpack `Batch`es: Reserve r_k (one line, one unit), every odd k releases
+    r_{k-1}. Positions are spread with a stride so consecutive entries hit different rows."""
+    import msgspec
+
+    from bench.kernels import node_name, sku_name
+    from engine.commands import Batch, Line, Release, Reserve
+
+    enc = msgspec.msgpack.Encoder()
+    for k in range(entries):
+        now = NOW0_MS + 1_000 + k
+        if k % 2:
+            cmd: Any = Release(f"rb-{k - 1}")
+        else:
+            p = (k * 7_919) % (skus * nodes)
+            cmd = Reserve(f"rb-{k}", (Line(sku_name(p // nodes), node_name(p % nodes), 1),),
+                          900_000)  # fmt: skip
+        yield enc.encode(Batch(now, (cmd,)))
+
+
+def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, Any]:
+    import tempfile
+
+    from bench.kernels import build_ledger
+    from engine.persistence.journal import Journal
+    from engine.persistence.snapshot import FileSnapshotStore
+    from server.app import warm_up
+    from server.config import ServerConfig
+    from server.durability import recover
+
+    if args.quick:
+        args.skus, args.nodes, args.entries = 2_000, 20, 2_000
+    base = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="omnistock-recovery-"))
+    data = base / "data"
+    if data.exists():
+        shutil.rmtree(data)
+    try:
+        t0 = time.perf_counter()
+        ledger = build_ledger(args.skus, args.nodes)
+        positions = int(ledger.stats()["positions"])
+        build_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        arrays, meta = ledger.export_state()
+        info = FileSnapshotStore(data / "snapshots").save(arrays, meta, 0, NOW0_MS)
+        snapshot_s = time.perf_counter() - t0
+        del ledger, arrays, meta
+        gc.collect()
+        t0 = time.perf_counter()
+        with Journal.open(data / "journal", "none") as journal:
+            chunk: list[bytes] = []
+            for payload in journal_payloads(args.skus, args.nodes, args.entries):
+                chunk.append(payload)
+                if len(chunk) == 10_000:
+                    journal.append_many(chunk)
+                    chunk = []
+            if chunk:
+                journal.append_many(chunk)
+
+        journal_s = time.perf_counter() - t0
+        journal_bytes = sum(f.stat().st_size for f in (data / "journal").iterdir())
+        snapshot_bytes = sum(f.stat().st_size for f in (data / "snapshots").iterdir())
+        t0 = time.perf_counter()
+        warm_up()
+        warm_s = time.perf_counter() - t0
+        config = ServerConfig(data_dir=str(data), durability="sync")
+        t0 = time.perf_counter()
+        recovered = recover(config)
+        recovery_s = time.perf_counter() - t0
+        ledger = recovered.ledger
+        replayed = recovered.replayed_entries
+        recovered_positions = int(ledger.stats()["positions"])
+        held = int(ledger.stats()["reservations_held"])
+        recovered.journal.close()
+        # Where the time goes: the snapshot alone (a second recovery without the journal).
+        shutil.rmtree(data / "journal")
+        del recovered, ledger
+        gc.collect()
+        t0 = time.perf_counter()
+        snap_only = recover(config)
+        snapshot_load_s = time.perf_counter() - t0
+        snap_only.journal.close()
+        del snap_only
+    finally:
+        if not args.dir:
+            shutil.rmtree(base, ignore_errors=True)
+    figures = [
+        Figure("recovery_s", recovery_s, "s", target=RECOVERY_S_TARGET, at_least=False,
+               note=f"{positions:,} positions + {replayed:,} journal entries, to a ready ledger"),
+        Figure("recovery_snapshot_only_s", snapshot_load_s, "s",
+               note="the same snapshot with an empty journal"),
+        Figure("replay_entries_per_s", replayed / max(recovery_s - snapshot_load_s, 1e-9),
+               "entries/s", note="journal part of the recovery"),
+        Figure("warm_up_s", warm_s, "s", note="kernels from numba's cache, before SERVING"),
+        Figure("positions", float(recovered_positions), "positions"),
+        Figure("journal_entries", float(replayed), "entries"),
+        Figure("snapshot_bytes", float(snapshot_bytes), "bytes"),
+        Figure("journal_bytes", float(journal_bytes), "bytes"),
+        Figure("build_s", build_s, "s", note="state built in-process (not part of recovery)"),
+        Figure("snapshot_write_s", snapshot_s, "s"),
+        Figure("journal_write_s", journal_s, "s"),
+    ]  # fmt: skip
+    extra = {"held_after_recovery": held, "snapshot_info": str(info)}
+    payload = finish("recovery", figures, args.json, args.plot, extra=extra, argv=argv)
+    md = "| figure | value |\n|---|---:|\n" + "\n".join(
+        f"| `{f.key}` | {f.value:,.3f} {f.unit} |" for f in figures
+    )
+    if args.json:
+        Path(args.json).with_suffix(".md").write_text(
+            f"# recovery\n\n`{payload['command']}`\n\n{md}\n"
+        )
+    return payload
