@@ -28,6 +28,7 @@ SCENARIOS: dict[str, tuple[str, str]] = {
     "batch": ("bench.batch", "lines/s with 10/100-line calls and bidi streams (sync durability)"),
     "peers": ("bench.peers_scenario", "the mix vs redis-lua and postgres behind the same front"),
     "recovery": ("bench.recovery", "restart time: 10M positions snapshot + 1M journal entries"),
+    "durability": ("bench.durability_scenario", "the unary Reserve sweep in sync, async, none"),
 }
 
 

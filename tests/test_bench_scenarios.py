@@ -112,3 +112,11 @@ def test_recovery_quick(tmp_path: Path) -> None:
     for key in ("recovery_s", "recovery_snapshot_only_s", "warm_up_s", "replay_entries_per_s"):
         assert _figure(data, key) > 0
     assert data["targets"]["recovery_s"]["op"] == "<="
+
+
+def test_durability_quick(tmp_path: Path) -> None:
+    data = _run(tmp_path, "durability")
+    for mode in ("sync", "async", "none"):
+        _figure(data, f"reserve_p99_under_1ms_per_s_{mode}")
+        assert _figure(data, f"reserve_peak_ok_per_s_{mode}") > 0
+    _points(data, {"sync reserve", "async reserve", "none reserve"})
