@@ -230,6 +230,56 @@ def _check_lines_count(items: Sequence[object], field: str) -> Rejection | None:
     return None
 
 
+def _plain_reserve(cmd: Reserve) -> bool:
+    """True when `Ledger._validate_reserve` certainly accepts `cmd` and every field has exactly the
+    type decoding its content gives back, so `cmd` can stand in for its decoded content.
+
+    The common case, checked without building field names; anything else takes the full path.
+    """
+    rid = cmd.reservation_id
+    group_id = cmd.group_id
+    ttl_ms = cmd.ttl_ms
+    lines = cmd.lines
+    if not (
+        type(rid) is str
+        and 0 < len(rid) <= _ID_CHARS_PLAIN_MAX
+        and rid.isascii()
+        and type(group_id) is str
+        and len(group_id) <= _ID_CHARS_PLAIN_MAX
+        and group_id.isascii()
+        and type(ttl_ms) is int
+        and limits.TTL_MS_MIN <= ttl_ms <= limits.TTL_MS_MAX
+        and type(cmd.allow_partial) is bool
+        and type(lines) is tuple
+        and 0 < len(lines) <= limits.REQUEST_LINES_MAX
+    ):
+        return False
+    for line in lines:
+        if type(line) is not Line:
+            return False
+        sku = line.sku
+        node_id = line.node_id
+        qty = line.qty
+        if not (
+            type(sku) is str
+            and 0 < len(sku) <= _ID_CHARS_PLAIN_MAX
+            and sku.isascii()
+            and type(node_id) is str
+            and 0 < len(node_id) <= _ID_CHARS_PLAIN_MAX
+            and node_id.isascii()
+            and type(qty) is int
+            and 1 <= qty <= limits.QTY_MAX
+        ):
+            return False
+    return True
+
+
+# An ASCII id is one byte a character.
+_ID_CHARS_PLAIN_MAX = limits.ID_BYTES_MAX
+# Reserve runs this small reuse preallocated request arrays (the one-line call's path).
+_SMALL_RUN_LINES_MAX = 16
+
+
 def _room_for(names: _Names, name: str, count_max: int, what: str) -> Rejection | None:
     """A new id may be interned only while the table is below its limit."""
     if len(names) >= count_max and name not in names.ids:
@@ -279,6 +329,12 @@ class Ledger:
         self._in_transit: dict[str, dict[str, dict[str, _Transfer]]] = {}
         self._lines_live = 0
         self._sourced: dict[str, tuple[bytes, bytes]] = {}
+        # (content, decoded Reserve) of the last reservation viewed: a release or commit right
+        # after its reserve skips decoding. Keyed by the bytes object itself (they are immutable).
+        self._view_memo: tuple[bytes, Reserve] | None = None
+        self._req1 = np.empty((1, reserve.REQ_COLS), np.int64)
+        small = np.empty((_SMALL_RUN_LINES_MAX, 3), np.int64)
+        self._lines_small = [small[:n] for n in range(_SMALL_RUN_LINES_MAX + 1)]
         self._events = events.Tracker()
         self._handlers: dict[type, Callable[[list[Any], int], list[Outcome]]] = {
             Reserve: self._reserve_run,
@@ -413,13 +469,12 @@ class Ledger:
     def _advance_clock(self, now_ms: int) -> int:
         if type(now_ms) is not int:  # noqa: E721
             now_ms = int(now_ms)
-        now = max(now_ms, int(self._ctr[C_NOW_MS]))
+        now = max(now_ms, self._ctr.item(C_NOW_MS))
         self._ctr[C_NOW_MS] = now
         return now
 
     def _expire(self, now: int) -> list[str]:
-        heap_len = int(self._ctr[C_HEAP_LEN])
-        if heap_len == 0 or self._a["heap"][0, 0] > now:
+        if self._ctr.item(C_HEAP_LEN) == 0 or self._a["heap"].item(0) > now:
             return []
         count = reserve.expire(self._st, now)
         expired = []
@@ -463,9 +518,11 @@ class Ledger:
         out: list[Outcome] = [None] * len(cmds)
         fresh: list[tuple[int, int, Reserve]] = []
         lines_total = 0
-        held_before = int(self._ctr[C_HELD])
+        held_before = self._ctr.item(C_HELD)
+        plain: list[bool] = []
         for k, cmd in enumerate(cmds):
-            bad = self._validate_reserve(cmd)
+            is_plain = _plain_reserve(cmd)
+            bad = None if is_plain else self._validate_reserve(cmd)
             if bad is not None:
                 out[k] = bad
                 continue
@@ -492,12 +549,29 @@ class Ledger:
             self._res_ids[cmd.reservation_id] = r
             self._res_names[r] = cmd.reservation_id
             self._res_content[r] = content
+            if is_plain:
+                self._view_memo = (content, cmd)
             fresh.append((k, r, cmd))
+            plain.append(is_plain)
             lines_total += len(cmd.lines)
         if fresh:
-            self._ensure(res=len(self._res_names), lines=lines_total, heap=len(fresh))
-            req = np.empty((len(fresh), reserve.REQ_COLS), np.int64)
-            lines = np.empty((lines_total, 3), np.int64)
+            # `_ensure` costs a microsecond and almost never grows anything: check first.
+            a = self._a
+            ctr = self._ctr
+            heap_need = ctr.item(C_HEAP_LEN) + len(fresh)
+            if (
+                a["res"].shape[0] < len(self._res_names)
+                or a["ln"].shape[0] < ctr.item(C_LINES_USED) + lines_total
+                or a["heap"].shape[0] < heap_need
+                or a["expired_out"].shape[0] < heap_need
+            ):
+                self._ensure(res=len(self._res_names), lines=lines_total, heap=len(fresh))
+            if len(fresh) == 1 and lines_total <= _SMALL_RUN_LINES_MAX:
+                req = self._req1
+                lines = self._lines_small[lines_total]
+            else:
+                req = np.empty((len(fresh), reserve.REQ_COLS), np.int64)
+                lines = np.empty((lines_total, 3), np.int64)
             skus = self._skus.ids
             nodes = self._nodes.ids
             j = 0
@@ -513,11 +587,11 @@ class Ledger:
                     j += 1
             reserve.reserve(self._st, req, lines, now)
             self._lines_live += lines_total
-            res = self._a["res"]
-            for k, r, cmd in fresh:
-                if int(res[r, R_STATE]) == ReservationState.REJECTED:
+            for (k, r, cmd), is_plain in zip(fresh, plain, strict=True):
+                view = self._view(r, cmd if is_plain else None)
+                if view.state is ReservationState.REJECTED:
                     self._final.append((now, "r", cmd.reservation_id))
-                out[k] = ReservationResult(self._view(r), False)
+                out[k] = ReservationResult(view, False)
         for k, item in enumerate(out):
             if type(item) is int:
                 out[k] = ReservationResult(self._view(item), True)
@@ -706,30 +780,56 @@ class Ledger:
             self._final.append((now, "r", cmd.reservation_id))
         return ReservationResult(self._view(r), False)
 
-    def _view(self, r: int) -> ReservationView:
-        content = self._res_content[r]
-        assert content is not None
-        cmd = _reserve_decoder.decode(content)
-        row = self._a["res"][r]
-        l0 = int(row[R_LINE_START])
-        lines = self._a["ln"][l0 : l0 + len(cmd.lines)].tolist()
-        state = _STATE_OF[int(row[R_STATE])]
-        return ReservationView(
-            reservation_id=cmd.reservation_id,
-            state=state,
-            lines=tuple(
+    def _view(self, r: int, cmd: Reserve | None = None) -> ReservationView:
+        """The reservation at index r; `cmd` is its content when the caller holds it (plain)."""
+        if cmd is None:
+            content = self._res_content[r]
+            assert content is not None
+            memo = self._view_memo
+            if memo is not None and memo[0] is content:
+                cmd = memo[1]
+            else:
+                cmd = _reserve_decoder.decode(content)
+                self._view_memo = (content, cmd)
+        row = self._a["res"][r].tolist()
+        l0 = row[R_LINE_START]
+        cmd_lines = cmd.lines
+        state = _STATE_OF[row[R_STATE]]
+        # Positional arguments: ReservedLine(line, reserved_qty, fulfilled_qty, status, held_qty)
+        # and ReservationView(reservation_id, state, lines, expires_at_ms, created_at_ms,
+        # group_id); keywords cost a third of this method.
+        if len(cmd_lines) == 1:
+            lr = self._a["ln"][l0].tolist()
+            reserved_lines: tuple[ReservedLine, ...] = (
                 ReservedLine(
-                    line,
-                    reserved_qty=lr[L_GRANTED],
-                    fulfilled_qty=lr[L_FULFILLED],
-                    status=_LINE_STATUS_OF[lr[L_STATUS]],
-                    held_qty=lr[L_HELD],
-                )
-                for line, lr in zip(cmd.lines, lines, strict=True)
-            ),
-            expires_at_ms=int(row[R_EXPIRES_MS]) if state == ReservationState.HELD else 0,
-            created_at_ms=int(row[R_CREATED_MS]),
-            group_id=cmd.group_id,
+                    cmd_lines[0],
+                    lr[L_GRANTED],
+                    lr[L_FULFILLED],
+                    _LINE_STATUS_OF[lr[L_STATUS]],
+                    lr[L_HELD],
+                ),
+            )
+        else:
+            lines = self._a["ln"][l0 : l0 + len(cmd_lines)].tolist()
+            reserved_lines = tuple(
+                [
+                    ReservedLine(
+                        line,
+                        lr[L_GRANTED],
+                        lr[L_FULFILLED],
+                        _LINE_STATUS_OF[lr[L_STATUS]],
+                        lr[L_HELD],
+                    )
+                    for line, lr in zip(cmd_lines, lines, strict=True)
+                ]
+            )
+        return ReservationView(
+            cmd.reservation_id,
+            state,
+            reserved_lines,
+            row[R_EXPIRES_MS] if state is ReservationState.HELD else 0,
+            row[R_CREATED_MS],
+            cmd.group_id,
         )
 
     # --- supply ----------------------------------------------------------------------------
@@ -1190,10 +1290,10 @@ class Ledger:
                 del self._transfers[key]
 
     def _compact(self) -> None:
-        used = int(self._ctr[C_LINES_USED])
-        if used > 2 * self._lines_live + 65_536:
+        ctr = self._ctr
+        if ctr.item(C_LINES_USED) > 2 * self._lines_live + 65_536:
             self._compact_lines()
-        if self._ctr[C_HEAP_LEN] > 2 * self._ctr[C_HELD] + 65_536:
+        if ctr.item(C_HEAP_LEN) > 2 * ctr.item(C_HELD) + 65_536:
             reserve.heap_compact(self._st)
 
     def _compact_lines(self) -> None:
@@ -1384,7 +1484,7 @@ class Ledger:
         allow_partial: bool = False,
         group_id: str = "",
     ) -> ReservationResult:
-        lines_t = tuple(x if isinstance(x, Line) else Line(*x) for x in lines)
+        lines_t = tuple([x if isinstance(x, Line) else Line(*x) for x in lines])
         return self._one(now_ms, Reserve(reservation_id, lines_t, ttl_ms, allow_partial, group_id))
 
     def commit(self, reservation_id: str, now_ms: int) -> ReservationResult:
