@@ -292,9 +292,19 @@ def reserve(st, req, lines, now_ms):
                     ln[a, L_STATUS] = INSUFFICIENT
                 elif grant < q:
                     ln[a, L_STATUS] = PARTIAL
+            elif count == 1:
+                # A single line is judged on its own: the same outcome as the tentative add
+                # below, in one pass (the passes were a sixth of a one-line reserve's time).
+                if _reservable(qty, slot, g, grp_i64) < q:
+                    ln[a, L_STATUS] = INSUFFICIENT
+                    failed = True
+                else:
+                    qty[slot, RESERVED] += q
+                    ln[a, L_HELD] = q
+                    ln[a, L_GRANTED] = q
             else:
                 qty[slot, RESERVED] += q
-        if not partial:
+        if not partial and count > 1:
             for x in range(count):
                 a = l0 + x
                 slot = ln[a, L_SLOT]
