@@ -59,6 +59,7 @@ from server.durability import (
     recover,
     redis_keeps_acknowledged_writes,
 )
+from server.events import EventHub
 from server.metrics import Metrics
 from server.sequencer import NotReady, Sequencer
 
@@ -96,6 +97,8 @@ class App:
         self._ready = False
         self._stopped = False
         self.publisher: Any = None  # server.streams.StreamPublisher with --redis (issue 6)
+        # Stock events for WatchAvailability (and `publish_hooks` for other publishers).
+        self.events = EventHub()
 
     # --- what the servicers use --------------------------------------------------------------
 
@@ -162,6 +165,7 @@ class App:
             out["snapshotter"] = self.snapshotter.stats()
         if self.publisher is not None:
             out["publisher"] = self.publisher.stats()
+        out["events"] = self.events.stats()
         if self.recovered is not None:
             r = self.recovered
             out["recovery"] = {
@@ -211,6 +215,8 @@ class App:
             on_failure=self._on_writer_failure,
         )
         self.snapshotter.wake = self._sequencer.wake
+        self.events.start_at(recovered.ledger.events_seq)
+        self._sequencer.events_hook = self.events.publish
         if config.redis_url:
             from server.streams import attach_publisher
 
@@ -242,6 +248,7 @@ class App:
         self._ready = False
         grace = self.config.shutdown_grace_s if grace_s is None else grace_s
         await self.health.enter_graceful_shutdown()
+        self.events.close()  # watchers end now instead of holding the drain for `grace`
         if server is not None:
             await server.stop(grace)
         if self._sequencer is not None:

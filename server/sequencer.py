@@ -148,7 +148,16 @@ class _Item:
 
 def _lines(command: Command) -> int:
     """Lines a command carries (its repeated field), at least 1."""
-    for name in ("lines", "adjustments", "counts", "settings", "moves", "nodes", "groups"):
+    for name in (
+        "lines",
+        "adjustments",
+        "counts",
+        "settings",
+        "moves",
+        "nodes",
+        "groups",
+        "thresholds",
+    ):
         items = getattr(command, name, None)
         if items is not None:
             return max(1, len(items))
@@ -200,6 +209,12 @@ class Sequencer:
         self._batch_max = 0
         self._dropped = 0
         self._overloaded = 0
+        # Called after each batch is journaled and committed, before its callers are answered:
+        # (journal seq, journal payload, batch now_ms). Must not block or raise (issue 6 streams).
+        self.journaled_hook: Callable[[int, bytes, int], None] | None = None
+        # Called with the batch's stock events (engine/events.py) after its journal commit, so
+        # watchers only see acknowledged state (server/events.py EventHub.publish).
+        self.events_hook: Callable[[Any], None] | None = None
 
     # --- public API --------------------------------------------------------------------------
 
@@ -209,9 +224,6 @@ class Sequencer:
 
     @property
     def failed(self) -> BaseException | None:
-        # Called after each batch is journaled and committed, before its callers are answered:
-        # (journal seq, journal payload, batch now_ms). Must not block or raise (issue 6 streams).
-        self.journaled_hook: Callable[[int, bytes, int], None] | None = None
         return self._failure
 
     @property
@@ -397,6 +409,8 @@ class Sequencer:
             self._metrics.observe_batch(len(commands), elapsed)
         if self.journaled_hook is not None:
             self.journaled_hook(self.journal.last_seq, payload, now_ms)
+        if outcome.events is not None and self.events_hook is not None:
+            self.events_hook(outcome.events)
         results = outcome.results
         offset = 0
         for item in items:

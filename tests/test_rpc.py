@@ -307,14 +307,6 @@ async def test_get_availability_columnar_invalid(stubs: Stubs, kwargs: dict, fie
     )
 
 
-async def test_watch_availability_is_unimplemented(stubs: Stubs) -> None:
-    # WatchAvailability belongs to a later issue (FindNearby too, which its issue tests).
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        async for _ in stubs.availability.WatchAvailability(availability_pb2.WatchRequest()):
-            pass
-    assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
-
-
 # --- reservations ------------------------------------------------------------------------------
 
 

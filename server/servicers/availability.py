@@ -7,16 +7,19 @@ to the availability kernels in one call.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import grpc
 import numpy as np
 
 from engine.codes import LineStatus
+from engine.errors import EngineError
 from omnistock.v1 import availability_pb2, availability_pb2_grpc
 from server.convert import (
     SEQ_MAX,
     abort_status,
+    abort_with,
     check_count,
     check_id,
     check_ids,
@@ -179,9 +182,62 @@ class AvailabilityServicer(availability_pb2_grpc.AvailabilityServiceServicer):
 
     async def WatchAvailability(
         self, request: availability_pb2.WatchRequest, context: grpc.aio.ServicerContext
-    ) -> Any:
-        await _unimplemented(context, "WatchAvailability")
-        yield  # pragma: no cover (makes this a server-streaming handler)
+    ) -> None:
+        """Stock events as they are published (server/events.py), after an optional resume."""
+        from server.events import ResumeError, SubscriberClosed, SubscriberTooSlow
+
+        try:
+            for field in ("skus", "node_ids", "group_ids"):
+                values = list(getattr(request, field))
+                check_count(len(values), field, least=0)
+                check_ids(values, field)
+        except EngineError as exc:
+            await abort_with(context, exc.rejection)
+        hub = self.app.events
+        try:
+            sub = hub.subscribe(
+                skus=request.skus,
+                node_ids=request.node_ids,
+                group_ids=request.group_ids,
+                thresholds_only=request.thresholds_only,
+                resume_after_seq=request.resume_after_seq,
+            )
+        except ResumeError as exc:
+            await abort_status(context, grpc.StatusCode.OUT_OF_RANGE, exc.reason, str(exc))
+        except OverflowError as exc:
+            await abort_status(context, grpc.StatusCode.RESOURCE_EXHAUSTED, "OVERLOADED", str(exc))
+        # A write blocks while the client does not read: race it against the hub declaring this
+        # subscriber too slow, so a stalled client is told and dropped instead of held forever.
+        slow = asyncio.ensure_future(_until_too_slow(sub))
+        try:
+            while True:
+                await sub.wait()
+                top = sub.hub_last_seq()
+                for seq, msg in sub.pending():
+                    write = asyncio.ensure_future(context.write(msg))
+                    await asyncio.wait((write, slow), return_when=asyncio.FIRST_COMPLETED)
+                    if not write.done():
+                        write.cancel()
+                        break
+                    write.result()
+                    sub.advance(seq)
+                else:
+                    sub.advance(top)
+        except SubscriberTooSlow as exc:
+            await abort_status(
+                context, grpc.StatusCode.RESOURCE_EXHAUSTED, "SUBSCRIBER_TOO_SLOW", str(exc)
+            )
+        except SubscriberClosed as exc:
+            await abort_status(context, grpc.StatusCode.UNAVAILABLE, "NOT_SERVING", str(exc))
+        finally:
+            slow.cancel()
+            sub.close()
+
+
+async def _until_too_slow(sub: Any) -> None:
+    """Returns once the hub marks `sub` too slow or closes it (its own wake-up flag)."""
+    while not sub.too_slow and not sub.closed:
+        await sub.stopped.wait()
 
 
 async def _unimplemented(context: grpc.aio.ServicerContext, method: str) -> None:
