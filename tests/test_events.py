@@ -126,11 +126,7 @@ def test_group_thresholds_and_default() -> None:
     )
     result = ledger.apply(
         2,
-        [
-            SetThresholds(
-                (Threshold("", 2, group_id="web"), Threshold("B", 5, group_id="web"))
-            )
-        ],
+        [SetThresholds((Threshold("", 2, group_id="web"), Threshold("B", 5, group_id="web")))],
     ).results
     assert result == [2]
     events = _events(ledger, 3, _adjust("s1", "A", "store1", 4, SALE))  # web A: 8 -> 4
