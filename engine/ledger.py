@@ -515,6 +515,8 @@ class Ledger:
         return r
 
     def _reserve_run(self, cmds: list[Reserve], now: int) -> list[Outcome]:
+        if len(cmds) == 1 and _plain_reserve(cmds[0]):
+            return [self._reserve_plain_one(cmds[0], now)]
         out: list[Outcome] = [None] * len(cmds)
         fresh: list[tuple[int, int, Reserve]] = []
         lines_total = 0
@@ -596,6 +598,66 @@ class Ledger:
             if type(item) is int:
                 out[k] = ReservationResult(self._view(item), True)
         return out
+
+    def _reserve_plain_one(self, cmd: Reserve, now: int) -> Outcome:
+        """`_reserve_run` for a run of one plain command (the one-line call): the same steps in
+        the same order, without the run's bookkeeping lists."""
+        content = _encode(cmd)
+        rid = cmd.reservation_id
+        r = self._res_ids.get(rid)
+        if r is not None:
+            if self._res_content[r] != content:
+                return _reject(
+                    Code.ALREADY_EXISTS,
+                    "ID_CONFLICT",
+                    f"reservation_id {rid!r} was used with other content",
+                )
+            return ReservationResult(self._view(r), True)
+        ctr = self._ctr
+        if ctr.item(C_HELD) >= limits.RESERVATIONS_ACTIVE_MAX:
+            return _reject(
+                Code.RESOURCE_EXHAUSTED,
+                "OVERLOADED",
+                f"more than {limits.RESERVATIONS_ACTIVE_MAX} live holds",
+            )
+        r = self._new_res_index()
+        self._res_ids[rid] = r
+        self._res_names[r] = rid
+        self._res_content[r] = content
+        self._view_memo = (content, cmd)
+        cmd_lines = cmd.lines
+        count = len(cmd_lines)
+        a = self._a
+        heap_need = ctr.item(C_HEAP_LEN) + 1
+        if (
+            a["res"].shape[0] < len(self._res_names)
+            or a["ln"].shape[0] < ctr.item(C_LINES_USED) + count
+            or a["heap"].shape[0] < heap_need
+            or a["expired_out"].shape[0] < heap_need
+        ):
+            self._ensure(res=len(self._res_names), lines=count, heap=1)
+        if count <= _SMALL_RUN_LINES_MAX:
+            req = self._req1
+            lines = self._lines_small[count]
+        else:
+            req = np.empty((1, reserve.REQ_COLS), np.int64)
+            lines = np.empty((count, 3), np.int64)
+        g = -1
+        if cmd.group_id:
+            g = self._groups.ids.get(cmd.group_id, _GROUP_UNKNOWN)
+        req[0] = (r, now + cmd.ttl_ms, cmd.allow_partial, g, count)
+        skus = self._skus.ids
+        nodes = self._nodes.ids
+        for j, line in enumerate(cmd_lines):
+            lines[j, 0] = skus.get(line.sku, EMPTY)
+            lines[j, 1] = nodes.get(line.node_id, EMPTY)
+            lines[j, 2] = line.qty
+        reserve.reserve(self._st, req, lines, now)
+        self._lines_live += count
+        view = self._view(r, cmd)
+        if view.state is ReservationState.REJECTED:
+            self._final.append((now, "r", rid))
+        return ReservationResult(view, False)
 
     def _lookup_res(self, reservation_id: str) -> int | Rejection:
         bad = _check_id(reservation_id, "reservation_id")
