@@ -314,10 +314,13 @@ def step_rates(
     p99_us_max: float = 1_000.0,
     keep_going: int = 1,
     log: Callable[[str], None] = print,
+    p99_stop_us: float | None = None,
 ) -> list[dict[str, Any]]:
     """Run `run_one(rate)` for increasing rates. Past the first step that misses p99 <
     `p99_us_max`, keep stepping (to draw the curve up to saturation) until a step is saturated
-    (< 95 % answered, or failures) or p99 passes 50× the bound, then `keep_going` more."""
+    (< 95 % answered, or failures) or p99 passes `p99_stop_us` (default 50× the bound), then
+    `keep_going` more."""
+    stop_us = 50 * p99_us_max if p99_stop_us is None else p99_stop_us
     points: list[dict[str, Any]] = []
     over = 0
     for rate in rates:
@@ -325,7 +328,7 @@ def step_rates(
         point = result_point(system, r)
         points.append(point)
         log(f"  {system}: {r.summary()}")
-        if saturated(point) or point["p99_us"] > 50 * p99_us_max:
+        if saturated(point) or point["p99_us"] > stop_us:
             over += 1
             if over > keep_going:
                 break
