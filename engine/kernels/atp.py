@@ -13,12 +13,14 @@ from numba import njit
 
 from engine.codes import LineStatus
 from engine.kernels.index import (
+    PREFETCH_RING,
     PREFETCH_ROW_AHEAD,
     PREFETCH_TABLE_AHEAD,
     find_slot,
-    prefetch_home,
-    prefetch_position,
+    hash_key,
+    pack_key,
 )
+from engine.kernels.prefetch import prefetch
 from engine.state import (
     ALLOCATED,
     EMPTY,
@@ -83,16 +85,6 @@ def group_ok(grp_i64, group_id):
 
 
 @njit(inline="always", cache=True)
-def _copy_buckets(qty, slot, out, i):
-    out[i, 0] = qty[slot, ON_HAND]
-    out[i, 1] = qty[slot, RESERVED]
-    out[i, 2] = qty[slot, ALLOCATED]
-    out[i, 3] = qty[slot, SAFETY]
-    out[i, 4] = qty[slot, UNAVAILABLE]
-    out[i, 5] = qty[slot, INBOUND]
-
-
-@njit(inline="always", cache=True)
 def _add_buckets(qty, slot, out, i):
     out[i, 0] += qty[slot, ON_HAND]
     out[i, 1] += qty[slot, RESERVED]
@@ -104,7 +96,12 @@ def _add_buckets(qty, slot, out, i):
 
 @njit(cache=True)
 def availability_at_nodes(st, sku_ids, node_ids, out_status, out_qty):
-    """One (sku, node) position per query."""
+    """One (sku, node) position per query.
+
+    Query i + PREFETCH_TABLE_AHEAD has its home table entry prefetched and query
+    i + PREFETCH_ROW_AHEAD the key and quantity row that entry points to, while query i is
+    answered; two rings carry the home index and that first entry to the query's own turn.
+    """
     # Read every field of `st` once: each StructRef field read inside the loop costs a
     # reference-count round trip, which was a third of a lookup's time.
     qty = st.qty
@@ -112,33 +109,65 @@ def availability_at_nodes(st, sku_ids, node_ids, out_status, out_qty):
     sku_known = st.sku_known
     table = st.table
     pos_key = st.pos_key
+    mask = table.shape[0] - 1
+    ring_mask = PREFETCH_RING - 1
     count = sku_ids.shape[0]
+    homes = np.empty(PREFETCH_RING, np.int64)
+    firsts = np.empty(PREFETCH_RING, np.int64)
+    for i in range(min(PREFETCH_TABLE_AHEAD, count)):
+        homes[i] = hash_key(pack_key(sku_ids[i], node_ids[i]), mask)
+    for i in range(min(PREFETCH_ROW_AHEAD, count)):
+        firsts[i] = table[homes[i]]
     for i in range(count):
         ahead = i + PREFETCH_TABLE_AHEAD
         if ahead < count:
-            prefetch_home(table, sku_ids[ahead], node_ids[ahead])
+            home = hash_key(pack_key(sku_ids[ahead], node_ids[ahead]), mask)
+            homes[ahead & ring_mask] = home
+            prefetch(table, home)
         ahead = i + PREFETCH_ROW_AHEAD
         if ahead < count:
-            prefetch_position(table, pos_key, qty, sku_ids[ahead], node_ids[ahead])
+            first = table[homes[ahead & ring_mask]]
+            firsts[ahead & ring_mask] = first
+            if first != EMPTY:
+                prefetch(pos_key, first)
+                prefetch(qty, first)
         s = sku_ids[i]
         n = node_ids[i]
-        for c in range(out_qty.shape[1]):
-            out_qty[i, c] = 0
+        status = OK
         if not node_ok(node_i64, n):
-            out_status[i] = UNKNOWN_NODE
+            status = UNKNOWN_NODE
+        elif not sku_ok(sku_known, s):
+            status = UNKNOWN_SKU
+        elif node_i64[n, N_ENABLED] == 0:
+            status = NODE_DISABLED
+        out_status[i] = status
+        slot = EMPTY
+        first = firsts[i & ring_mask]
+        if first != EMPTY and (status == OK or status == NODE_DISABLED):  # noqa: SIM109
+            slot = first if pos_key[first] == pack_key(s, n) else find_slot(table, pos_key, s, n)
+        if slot == EMPTY:
+            for c in range(out_qty.shape[1]):
+                out_qty[i, c] = 0
             continue
-        if not sku_ok(sku_known, s):
-            out_status[i] = UNKNOWN_SKU
-            continue
-        slot = find_slot(table, pos_key, s, n)
-        if slot != EMPTY:
-            _copy_buckets(qty, slot, out_qty, i)
-        if node_i64[n, N_ENABLED] == 0:
-            out_status[i] = NODE_DISABLED
-            continue
-        out_status[i] = OK
-        if slot != EMPTY:
-            out_qty[i, O_AVAILABLE] = max(0, atp_raw(qty, slot))
+        # Into locals first: out_qty may alias qty as far as the compiler knows.
+        on_hand = qty[slot, ON_HAND]
+        reserved = qty[slot, RESERVED]
+        allocated = qty[slot, ALLOCATED]
+        safety = qty[slot, SAFETY]
+        unavailable = qty[slot, UNAVAILABLE]
+        inbound = qty[slot, INBOUND]
+        out_qty[i, 0] = on_hand
+        out_qty[i, 1] = reserved
+        out_qty[i, 2] = allocated
+        out_qty[i, 3] = safety
+        out_qty[i, 4] = unavailable
+        out_qty[i, 5] = inbound
+        available = 0
+        if status == OK:
+            available = max(0, on_hand - reserved - allocated - safety - unavailable)
+        out_qty[i, O_AVAILABLE] = available
+        for c in range(OUT_COLS, out_qty.shape[1]):
+            out_qty[i, c] = 0
 
 
 @njit(cache=True)

@@ -49,6 +49,11 @@ def find_slot(table, pos_key, sku_id, node_id):
 # neighbouring lookups overlap (2x at 10M positions; the rate is flat from 16/8 to 48/24).
 PREFETCH_TABLE_AHEAD = 24
 PREFETCH_ROW_AHEAD = 12
+# Kernels that carry per-lookup values from the prefetch stages to the lookup's own turn keep
+# them in rings of this many entries (a power of two above the distance ahead).
+PREFETCH_RING = 64
+assert PREFETCH_ROW_AHEAD < PREFETCH_TABLE_AHEAD < PREFETCH_RING
+assert PREFETCH_RING & (PREFETCH_RING - 1) == 0
 
 
 @njit(inline="always", cache=True)
