@@ -12,14 +12,15 @@ import numpy as np
 from numba import njit
 
 from engine.codes import LineStatus, ReservationState
-from engine.kernels.atp import atp_raw, group_buffer, group_ok, node_ok, sku_ok
+from engine.kernels.atp import atp_raw, group_buffer
 from engine.kernels.index import (
     PREFETCH_ROW_AHEAD,
     PREFETCH_TABLE_AHEAD,
     find_slot,
-    prefetch_home,
-    prefetch_position,
+    hash_key,
+    pack_key,
 )
+from engine.kernels.prefetch import prefetch
 from engine.limits import QTY_MAX
 from engine.state import (
     ALLOCATED,
@@ -32,6 +33,7 @@ from engine.state import (
     EMPTY,
     G_BUFFER_BP,
     G_BUFFER_UNITS,
+    G_DEFINED,
     H_EXPIRES_MS,
     H_RES,
     H_SEQ,
@@ -46,6 +48,7 @@ from engine.state import (
     N_CAPACITY_DAY,
     N_CAPACITY_USED,
     N_ENABLED,
+    N_REGISTERED,
     ON_HAND,
     R_ALLOW_PARTIAL,
     R_CREATED_MS,
@@ -197,27 +200,6 @@ def _reservable(qty, slot, g, grp_i64):
 
 
 @njit(inline="always", cache=True)
-def _line_guard(grp_i64, node_i64, sku_known, member, table, pos_key, g, s, n, q):
-    """Status of a line before looking at quantities, in precedence order, and its slot."""
-    if q <= 0 or q > QTY_MAX:
-        return INVALID_QTY, EMPTY
-    if g >= 0 and not group_ok(grp_i64, g):
-        return UNKNOWN_GROUP, EMPTY
-    if not node_ok(node_i64, n):
-        return UNKNOWN_NODE, EMPTY
-    if not sku_ok(sku_known, s):
-        return UNKNOWN_SKU, EMPTY
-    if node_i64[n, N_ENABLED] == 0:
-        return NODE_DISABLED, EMPTY
-    if g >= 0 and member[g, n] == 0:
-        return INSUFFICIENT, EMPTY
-    slot = find_slot(table, pos_key, s, n)
-    if slot == EMPTY:
-        return INSUFFICIENT, EMPTY
-    return OK, slot
-
-
-@njit(inline="always", cache=True)
 def _set_terminal(st, r, state, now_ms):
     st.res[r, R_STATE] = state
     st.res[r, R_TERMINAL_MS] = now_ms
@@ -246,6 +228,7 @@ def reserve(st, req, lines, now_ms):
     table = st.table
     pos_key = st.pos_key
     lines_count = lines.shape[0]
+    mask = table.shape[0] - 1
     held_count = 0
     j = 0
     for k in range(req.shape[0]):
@@ -258,20 +241,41 @@ def reserve(st, req, lines, now_ms):
         failed = False
         # Guards, and (all-or-nothing) tentatively add every valid line so that lines for the
         # same position are judged on their sum.
+        #
+        # The prefetches and the line guard are written out here rather than called as inlined
+        # helpers taking arrays: those cost reference-count operations per line that doubled a
+        # line's time (183 -> 85 ns in cache).
         for x in range(count):
             ahead = j + x + PREFETCH_TABLE_AHEAD
             if ahead < lines_count:
-                prefetch_home(table, lines[ahead, 0], lines[ahead, 1])
+                prefetch(table, hash_key(pack_key(lines[ahead, 0], lines[ahead, 1]), mask))
             ahead = j + x + PREFETCH_ROW_AHEAD
             if ahead < lines_count:
-                prefetch_position(table, pos_key, qty, lines[ahead, 0], lines[ahead, 1])
+                first = table[hash_key(pack_key(lines[ahead, 0], lines[ahead, 1]), mask)]
+                if first != EMPTY:
+                    prefetch(pos_key, first)
+                    prefetch(qty, first)
             a = l0 + x
             s = lines[j + x, 0]
             n = lines[j + x, 1]
             q = lines[j + x, 2]
-            status, slot = _line_guard(
-                grp_i64, node_i64, sku_known, member, table, pos_key, g, s, n, q
-            )
+            # The line's status before looking at quantities, in precedence order, and its slot.
+            slot = EMPTY
+            if q <= 0 or q > QTY_MAX:
+                status = INVALID_QTY
+            elif g >= 0 and not (0 <= g < grp_i64.shape[0] and grp_i64[g, G_DEFINED] != 0):
+                status = UNKNOWN_GROUP
+            elif not (0 <= n < node_i64.shape[0] and node_i64[n, N_REGISTERED] != 0):
+                status = UNKNOWN_NODE
+            elif not (0 <= s < sku_known.shape[0] and sku_known[s] != 0):
+                status = UNKNOWN_SKU
+            elif node_i64[n, N_ENABLED] == 0:
+                status = NODE_DISABLED
+            elif g >= 0 and member[g, n] == 0:
+                status = INSUFFICIENT
+            else:
+                slot = find_slot(table, pos_key, s, n)
+                status = OK if slot != EMPTY else INSUFFICIENT
             ln[a, L_SLOT] = slot
             ln[a, L_SKU] = s
             ln[a, L_NODE] = n
