@@ -5,11 +5,12 @@ workload. A closed-loop client (spawned Python processes on CPU 1, uvloop, pre-e
 bytes, generic calls: nothing parsed) keeps a fixed number of calls in flight and counts answered
 lines per second for:
 
-- `GetAvailabilityColumnar` with 10 and 100 (sku, node) lines per call, and the same messages
-  over `StreamAvailability` (one bidi stream per in-flight slot, 16 messages outstanding);
-- `ReserveBatch` with 10 and 100 one-unit reservations per call (fresh ids: every line is a real
-  reserve, uniformly random positions of the workload, some of them sold out = INSUFFICIENT,
-  which the engine still judges), and the same over `StreamReserve`.
+- `GetAvailabilityColumnar` with 10, 100 and 1,000 (sku, node) lines per call, and the same
+  messages over `StreamAvailability` (one bidi stream per in-flight slot, 16 messages
+  outstanding);
+- `ReserveBatch` with 10, 100 and 1,000 one-unit reservations per call (fresh ids: every line is
+  a real reserve, uniformly random positions of the workload, some of them sold out =
+  INSUFFICIENT, which the engine still judges), and the same over `StreamReserve`.
 
 Every reserve line is journaled and fsynced before its answer (sync durability). Targets per
 server process: ≥ 1,000,000 availability lines/s and ≥ 400,000 reserve lines/s.
@@ -55,7 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seconds", type=float, default=4.0, help="seconds per measurement")
     p.add_argument("--in-flight", type=int, default=8, help="calls (or streams) per process")
     p.add_argument("--processes", type=int, default=2)
-    p.add_argument("--sizes", default="10,100", help="lines per call")
+    p.add_argument("--sizes", default="10,100,1000", help="lines per call")
     p.add_argument("--skus", type=int, default=10_000)
     p.add_argument("--stores", type=int, default=200)
     p.add_argument("--durability", default="sync", choices=("sync", "async", "none"))
