@@ -13,6 +13,16 @@ A subscriber further behind than that (its RPC cannot write because the client d
 marked too slow at the next publish and gets a final RESOURCE_EXHAUSTED (SUBSCRIBER_TOO_SLOW);
 it may resume from the last sequence it saw while the history still has it.
 
+What makes a subscriber fall behind is its `context.write`: in grpc-core a server-streaming
+write completes when HTTP/2 flow control has let the message out (not when it is queued), and the
+RPC keeps at most one write in flight, so a client that stops reading stalls its writes once the
+stream window and the socket buffers are full, and its cursor stops while `last_seq` grows. The
+server's memory per subscriber is bounded by one message in gRPC plus its cursor into the shared
+history; how much the client buffers is the client's window (it grows with BDP probing while
+the client's transport still reads). The lag is checked at each publish against the events
+published before that batch (`disconnected_slow` counts subscribers marked too slow, whether at
+publish or because the history dropped their cursor).
+
 Resuming: `subscribe(resume_after_seq=s)` replays the retained events after `s`, then goes live,
 with no gap and no duplicate (subscribe and publish both run on the event loop). `s` older than
 the history raises `ResumeError` (OUT_OF_RANGE, RESUME_TOO_OLD); `s` newer than the last event
@@ -131,7 +141,10 @@ class Subscription:
         return self._hub.last_seq
 
     def mark_too_slow(self) -> None:
+        if self.too_slow or self.closed:
+            return
         self.too_slow = True
+        self._hub.disconnected_slow += 1
         self.stopped.set()
         self.wake.set()
 
@@ -225,13 +238,14 @@ class EventHub:
         self._ring_events += len(batch)
         while len(ring) > 1 and self._ring_events - len(ring[0].batch) >= self.history_events_max:
             self._ring_events -= len(ring.popleft().batch)
+        # Lag is judged against the events published before this batch, which a subscriber had
+        # a chance to write: one batch larger than `lag_events_max` does not drop everyone.
+        floor = self.last_seq - self.lag_events_max
         self.last_seq = batch.seq_last
         self.published += len(batch)
-        floor = self.last_seq - self.lag_events_max
         for sub in self._subs:
-            if sub.cursor < floor and not sub.too_slow:
+            if sub.cursor < floor:
                 sub.mark_too_slow()
-                self.disconnected_slow += 1
             sub.wake.set()
         for hook in self.publish_hooks:
             try:

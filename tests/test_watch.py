@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import signal
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import grpc
+import numpy as np
 import pytest
 import pytest_asyncio
 
+from engine.events import EventBatch
+from engine.kernels.events import EVENT_COLS
 from omnistock.v1 import availability_pb2, reservation_pb2, supply_pb2, types_pb2
 from server.app import start_server
 from server.config import ServerConfig
+from server.events import EventHub
 from tests.test_rpc import Stubs, add_node, error_info, line, make_stubs, uid
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -146,48 +154,144 @@ async def test_resume_too_old_is_out_of_range(stubs: Stubs, served: tuple[Any, i
     assert raised.value.code() == grpc.StatusCode.OUT_OF_RANGE
 
 
-@pytest.mark.skip(reason="hangs: a stalled watcher is not yet detected through gRPC's buffers")
+# A watcher in its own process: subscribes, says READY once the server has sent its headers
+# (it is subscribed), then reads nothing until it gets a line on stdin; then it drains the
+# stream and prints the final status. The test freezes it (SIGSTOP) in between, so nothing on its
+# side (not even gRPC's transport) reads: the server's writes stall on HTTP/2 flow control and
+# the socket buffers, whatever the client library would otherwise have buffered. BDP probing off
+# and a small lookahead keep its stream window small, so that takes few events.
+_STALLED_WATCHER = """
+import asyncio, json, sys
+import grpc
+from grpc_status import rpc_status
+from google.rpc import error_details_pb2
+from omnistock.v1 import availability_pb2, availability_pb2_grpc
+
+async def main(port):
+    options = [("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 16384)]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
+        stub = availability_pb2_grpc.AvailabilityServiceStub(channel)
+        call = stub.WatchAvailability(availability_pb2.WatchRequest())
+        await call.wait_for_connection()
+        print("READY", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        last, code, reason = 0, "OK", ""
+        try:
+            async for event in call:
+                last = event.seq
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code().name
+            status = rpc_status.from_call(exc)
+            for detail in status.details if status else ():
+                info = error_details_pb2.ErrorInfo()
+                if detail.Unpack(info):
+                    reason = info.reason
+        print(json.dumps({"code": code, "reason": reason, "last": last}), flush=True)
+
+asyncio.run(main(int(sys.argv[1])))
+"""
+
+
 async def test_stalled_watcher_is_disconnected_and_writes_go_on(
     stubs: Stubs, served: tuple[Any, int]
 ) -> None:
-    app = served[0]
+    app, port = served
+    hub = app.events
     sku, node = uid("sku"), uid("node")
     await add_node(stubs, node)
     await adjust(stubs, sku, node, 1_000_000)
-    # A watcher on its own channel that never reads: gRPC's buffers fill, then its lag grows.
-    stalled_stubs = make_stubs(served[1])
-    stalled = stalled_stubs.availability.WatchAvailability(availability_pb2.WatchRequest())
-    await stalled.wait_for_connection()
-    slow_before = app.events.disconnected_slow
-    reserves = 0
-    async with asyncio.timeout(30):
-        while app.events.disconnected_slow == slow_before:
-            # 500 events a call, with long SKU ids: the transport's windows fill quickly.
+    # A control watcher that reads everything: it must never be dropped.
+    control = stubs.availability.WatchAvailability(availability_pb2.WatchRequest())
+    async with asyncio.timeout(10):
+        await control.wait_for_connection()
+    subscribers = hub.stats()["subscribers"]
+    slow_before = hub.disconnected_slow
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _STALLED_WATCHER, str(port),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        cwd=Path(__file__).resolve().parents[1],
+    )  # fmt: skip
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        async with asyncio.timeout(10):
+            assert (await proc.stdout.readline()).strip() == b"READY"
+        assert hub.stats()["subscribers"] == subscribers + 1  # the stalled watcher is live
+        os.kill(proc.pid, signal.SIGSTOP)
+        # Flood: 50 events a batch (long SKU ids, so the stalled stream's window fills within a
+        # few batches), each followed by a reserve; the control reads up to the newest event
+        # before the next batch, so only a watcher that does not read can fall behind.
+        last = 0
+        for _ in range(200):  # the stalled watcher goes after ~lag_events_max + a window
+            if hub.disconnected_slow > slow_before:
+                break
             adjs = [
-                supply_pb2.Adjustment(sku=f"{sku}-{'x' * 100}-{k}", node_id=node, delta=1)
-                for k in range(500)
-            ]
+                supply_pb2.Adjustment(
+                    sku=f"{sku}-{'x' * 100}-{k}", node_id=node, delta=1,
+                    reason=types_pb2.ADJUST_REASON_CORRECTION,
+                )
+                for k in range(50)
+            ]  # fmt: skip
             await stubs.supply.Adjust(
                 supply_pb2.AdjustRequest(request_id=uid("adj"), adjustments=adjs)
             )
-            r = await stubs.reservation.Reserve(
-                reservation_pb2.ReserveRequest(
-                    reservation_id=uid("r"), lines=[line(sku, node, 1)], ttl_ms=60_000
-                )
-            )
+            r = await reserve_one(stubs, sku, node)
             assert r.reservation.state == 1  # HELD: the writer is not held up
-            reserves += 1
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        async with asyncio.timeout(20):
-            async for _ in stalled:
-                pass
-    assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert error_info(raised.value).reason == "SUBSCRIBER_TOO_SLOW"
-    await stalled_stubs.channel.close()
-    # The writer keeps answering after the disconnect.
-    r = await stubs.reservation.Reserve(
+            async with asyncio.timeout(10):
+                while last < hub.last_seq:
+                    last = (await control.read()).seq
+        assert hub.disconnected_slow == slow_before + 1  # the stalled watcher, not the control
+        # The server dropped the subscription at once, although the client cannot be told yet.
+        async with asyncio.timeout(5):
+            while hub.stats()["subscribers"] != subscribers:
+                await asyncio.sleep(0.01)
+        r = await reserve_one(stubs, sku, node)
+        assert r.reservation.state == 1
+        # Thawed, the client drains what reached it and then gets the reason it was dropped.
+        os.kill(proc.pid, signal.SIGCONT)
+        proc.stdin.write(b"go\n")
+        await proc.stdin.drain()
+        async with asyncio.timeout(10):
+            verdict = json.loads(await proc.stdout.readline())
+        assert verdict["code"] == "RESOURCE_EXHAUSTED", verdict
+        assert verdict["reason"] == "SUBSCRIBER_TOO_SLOW", verdict
+        # It was dropped more than lag_events_max behind, and never got the rest.
+        assert 0 < verdict["last"] < hub.last_seq - hub.lag_events_max, verdict
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+    # The control is still live and the writer keeps answering after the disconnect.
+    await adjust(stubs, sku, node, 1)
+    async with asyncio.timeout(10):
+        while last < hub.last_seq:
+            last = (await control.read()).seq
+    control.cancel()
+    r = await reserve_one(stubs, sku, node)
+    assert r.reservation.state == 1
+
+
+async def reserve_one(stubs: Stubs, sku: str, node: str) -> Any:
+    return await stubs.reservation.Reserve(
         reservation_pb2.ReserveRequest(
             reservation_id=uid("r"), lines=[line(sku, node, 1)], ttl_ms=60_000
         )
     )
-    assert r.reservation.state == 1
+
+
+async def test_one_large_batch_does_not_drop_a_caught_up_watcher() -> None:
+    """Lag is judged on the events published before a batch: a burst larger than
+    `lag_events_max` is not slowness; staying behind through the next publish is."""
+    hub = EventHub(history_events_max=1_000, lag_events_max=10)
+    sub = hub.subscribe()
+
+    def batch(n: int) -> EventBatch:
+        return EventBatch(hub.last_seq + 1, 0, np.zeros((n, EVENT_COLS), np.int64), [], [], [])
+
+    hub.publish(batch(50))
+    assert not sub.too_slow and hub.disconnected_slow == 0
+    hub.publish(batch(50))  # it wrote nothing of the first 50: more than 10 behind
+    assert sub.too_slow and hub.disconnected_slow == 1
+    hub.publish(batch(50))
+    assert hub.disconnected_slow == 1  # counted once
+    sub.close()
+    assert hub.stats()["subscribers"] == 0

@@ -210,6 +210,9 @@ class AvailabilityServicer(availability_pb2_grpc.AvailabilityServiceServicer):
         # subscriber too slow, so a stalled client is told and dropped instead of held forever.
         slow = asyncio.ensure_future(_until_too_slow(sub))
         try:
+            # Headers now: the client's `wait_for_connection()` returns once it is subscribed,
+            # not at the first event.
+            await context.send_initial_metadata(())
             while True:
                 await sub.wait()
                 top = sub.hub_last_seq()
@@ -224,10 +227,14 @@ class AvailabilityServicer(availability_pb2_grpc.AvailabilityServiceServicer):
                 else:
                     sub.advance(top)
         except SubscriberTooSlow as exc:
+            # Drop the subscription before telling: the status queues behind the stalled write
+            # and leaves only once the client reads again (or its connection dies).
+            sub.close()
             await abort_status(
                 context, grpc.StatusCode.RESOURCE_EXHAUSTED, "SUBSCRIBER_TOO_SLOW", str(exc)
             )
         except SubscriberClosed as exc:
+            sub.close()
             await abort_status(context, grpc.StatusCode.UNAVAILABLE, "NOT_SERVING", str(exc))
         finally:
             slow.cancel()
