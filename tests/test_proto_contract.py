@@ -92,6 +92,7 @@ SERVICES = {
             False,
         ),
         "StreamSupply": ("SupplyMessage", "StreamSupplyResponse", True, False),
+        "SetThresholds": ("SetThresholdsRequest", "SetThresholdsResponse", False, False),
     },
     "SourcingService": {
         "SourceOrder": ("SourceOrderRequest", "SourceOrderResponse", False, False),

@@ -27,8 +27,10 @@ from engine.commands import (
     MoveLine,
     SetOnHand,
     SetSafetyStock,
+    SetThresholds,
     Setting,
     StockCount,
+    Threshold,
     TransferCancel,
     TransferReceive,
     TransferResult,
@@ -444,6 +446,17 @@ class SupplyServicer(supply_pb2_grpc.SupplyServiceServicer):
     async def SetOnHandColumnar(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         plan = plan_set_on_hand_columnar(self.app, request)
         return await self._run(plan, context, request_id=request.request_id)
+
+    @unary
+    async def SetThresholds(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        check_count(len(request.thresholds), "thresholds")
+        command = SetThresholds(
+            tuple(
+                Threshold(t.sku, t.low_stock, t.node_id, t.group_id) for t in request.thresholds
+            )
+        )
+        count = await submit(self.app, context, command)
+        return supply_pb2.SetThresholdsResponse(count=count)
 
     @unary
     async def StreamSupply(

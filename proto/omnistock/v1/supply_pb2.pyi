@@ -29,6 +29,30 @@ TRANSFER_ACTION_SHIP: TransferAction
 TRANSFER_ACTION_RECEIVE: TransferAction
 TRANSFER_ACTION_CANCEL: TransferAction
 
+class LowStockThreshold(_message.Message):
+    __slots__ = ("sku", "low_stock", "node_id", "group_id")
+    SKU_FIELD_NUMBER: _ClassVar[int]
+    LOW_STOCK_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    sku: str
+    low_stock: int
+    node_id: str
+    group_id: str
+    def __init__(self, sku: _Optional[str] = ..., low_stock: _Optional[int] = ..., node_id: _Optional[str] = ..., group_id: _Optional[str] = ...) -> None: ...
+
+class SetThresholdsRequest(_message.Message):
+    __slots__ = ("thresholds",)
+    THRESHOLDS_FIELD_NUMBER: _ClassVar[int]
+    thresholds: _containers.RepeatedCompositeFieldContainer[LowStockThreshold]
+    def __init__(self, thresholds: _Optional[_Iterable[_Union[LowStockThreshold, _Mapping]]] = ...) -> None: ...
+
+class SetThresholdsResponse(_message.Message):
+    __slots__ = ("count",)
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    def __init__(self, count: _Optional[int] = ...) -> None: ...
+
 class Adjustment(_message.Message):
     __slots__ = ("sku", "node_id", "delta", "reason")
     SKU_FIELD_NUMBER: _ClassVar[int]

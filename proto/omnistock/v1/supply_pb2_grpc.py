@@ -84,6 +84,11 @@ class SupplyServiceStub:
                 request_serializer=omnistock_dot_v1_dot_supply__pb2.SupplyMessage.SerializeToString,
                 response_deserializer=omnistock_dot_v1_dot_supply__pb2.StreamSupplyResponse.FromString,
                 _registered_method=True)
+        self.SetThresholds = channel.unary_unary(
+                '/omnistock.v1.SupplyService/SetThresholds',
+                request_serializer=omnistock_dot_v1_dot_supply__pb2.SetThresholdsRequest.SerializeToString,
+                response_deserializer=omnistock_dot_v1_dot_supply__pb2.SetThresholdsResponse.FromString,
+                _registered_method=True)
 
 
 class SupplyServiceServicer:
@@ -157,6 +162,13 @@ class SupplyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetThresholds(self, request, context):
+        """Low-stock thresholds for stock events (AvailabilityService.WatchAvailability, LOW_STOCK).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SupplyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -209,6 +221,11 @@ def add_SupplyServiceServicer_to_server(servicer, server):
                     servicer.StreamSupply,
                     request_deserializer=omnistock_dot_v1_dot_supply__pb2.SupplyMessage.FromString,
                     response_serializer=omnistock_dot_v1_dot_supply__pb2.StreamSupplyResponse.SerializeToString,
+            ),
+            'SetThresholds': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetThresholds,
+                    request_deserializer=omnistock_dot_v1_dot_supply__pb2.SetThresholdsRequest.FromString,
+                    response_serializer=omnistock_dot_v1_dot_supply__pb2.SetThresholdsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -481,6 +498,33 @@ class SupplyService:
             '/omnistock.v1.SupplyService/StreamSupply',
             omnistock_dot_v1_dot_supply__pb2.SupplyMessage.SerializeToString,
             omnistock_dot_v1_dot_supply__pb2.StreamSupplyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetThresholds(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnistock.v1.SupplyService/SetThresholds',
+            omnistock_dot_v1_dot_supply__pb2.SetThresholdsRequest.SerializeToString,
+            omnistock_dot_v1_dot_supply__pb2.SetThresholdsResponse.FromString,
             options,
             channel_credentials,
             insecure,
