@@ -28,6 +28,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 CHANGED = availability_pb2.EVENT_KIND_CHANGED
 OUT_OF_STOCK = availability_pb2.EVENT_KIND_OUT_OF_STOCK
+LOW_STOCK = availability_pb2.EVENT_KIND_LOW_STOCK
 BACK_IN_STOCK = availability_pb2.EVENT_KIND_BACK_IN_STOCK
 
 
@@ -65,7 +66,9 @@ async def take(call: Any, count: int) -> list[availability_pb2.StockEvent]:
 
 
 async def watching(call: Any, stubs: Stubs, sku: str, node: str) -> None:
-    """Until the stream is live: poke the SKU until the watcher sees an event."""
+    """Until the stream is live: the server sends its headers once the watcher is subscribed,
+    then one poke of the SKU must reach it."""
+    await call.wait_for_connection()
     await adjust(stubs, sku, node, 1)
     await take(call, 1)
 
@@ -106,6 +109,42 @@ async def test_thresholds_only_and_node_filter(stubs: Stubs) -> None:
     (event,) = await take(call, 1)
     assert (event.kind, event.node_id) == (OUT_OF_STOCK, node)
     call.cancel()
+
+
+async def test_thresholds_set_over_grpc_drive_low_stock_events(stubs: Stubs) -> None:
+    sku, node = uid("sku"), uid("node")
+    await add_node(stubs, node)
+    await adjust(stubs, sku, node, 10)
+    answer = await stubs.supply.SetThresholds(
+        supply_pb2.SetThresholdsRequest(
+            thresholds=[supply_pb2.LowStockThreshold(sku=sku, node_id=node, low_stock=3)]
+        )
+    )
+    assert answer.count == 1
+    call = stubs.availability.WatchAvailability(
+        availability_pb2.WatchRequest(skus=[sku], thresholds_only=True)
+    )
+    await call.wait_for_connection()  # subscribed
+    await adjust(stubs, sku, node, -7)  # 10 -> 3: at the threshold
+    await adjust(stubs, sku, node, -3)  # 3 -> 0
+    events = await take(call, 2)
+    assert [e.kind for e in events] == [LOW_STOCK, OUT_OF_STOCK]
+    assert events[0].quantities.available == 3
+    call.cancel()
+    # Both scopes at once, or an unregistered node: refused, nothing set.
+    for bad, code in (
+        (
+            supply_pb2.LowStockThreshold(sku=sku, node_id=node, group_id="g", low_stock=1),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
+        (
+            supply_pb2.LowStockThreshold(sku=sku, node_id=uid("nowhere"), low_stock=1),
+            grpc.StatusCode.FAILED_PRECONDITION,
+        ),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await stubs.supply.SetThresholds(supply_pb2.SetThresholdsRequest(thresholds=[bad]))
+        assert raised.value.code() == code
 
 
 async def test_disconnect_and_resume_sees_every_event_once(stubs: Stubs) -> None:
