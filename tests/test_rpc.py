@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import threading
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -1057,6 +1059,19 @@ async def test_real_queue_overload(tmp_path: Path) -> None:
     try:
         sku, node = uid("sku"), uid("node")
         await stock(s, sku, node, 1_000)
+        # Hold the first fsync of the burst so the burst meets a full queue however fast the
+        # machine drains it (otherwise whether any call is refused is a matter of timing).
+        journal = app.sequencer.journal
+        commit = journal.commit
+        first = threading.Event()
+
+        def slow_commit() -> None:
+            if not first.is_set():
+                first.set()
+                time.sleep(2.0)
+            commit()
+
+        journal.commit = slow_commit
         calls = [reserve(s, uid("r"), [line(sku, node, 1)]) for _ in range(200)]
         results = await asyncio.gather(*calls, return_exceptions=True)
         refused = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
