@@ -270,8 +270,7 @@ class StreamPublisher:
         tail_seq = entry_seq(tail[0][0]) if tail else 0
         self._stream_seen = self._stream_seen or bool(tail)
         first = self._queue[0][0] if self._queue else self._last_offered + 1
-        while self._queue and self._queue[0][0] <= tail_seq:  # sent before an error cut the reply
-            self._queue_bytes -= len(self._queue.popleft()[1])
+        self._forget_sent(tail_seq)  # sent before an error cut the reply
         if tail_seq > self._last_offered:
             log.error(
                 "journal stream %s ends at seq %d, past this primary's journal (seq %d): another "
@@ -333,8 +332,8 @@ class StreamPublisher:
             sent += 1
             self._last_published = seq
             self._stream_seen = True
-        for _ in range(sent):
-            self._queue_bytes -= len(self._queue.popleft()[1])
+        if sent:
+            self._forget_sent(batch[sent - 1][0])
         self._published += sent
         if self._suspect and self._queue:
             # Recreate the stream with the next entry, then check continuity.
@@ -346,7 +345,7 @@ class StreamPublisher:
                 maxlen=self._maxlen,
                 approximate=True,
             )
-            self._queue_bytes -= len(self._queue.popleft()[1])
+            self._forget_sent(seq)
             self._published += 1
             self._last_published = seq
             self._suspect = False
@@ -361,6 +360,13 @@ class StreamPublisher:
                 if self._request_snapshot is not None:
                     self._request_snapshot()
             self._stream_seen = True
+
+    def _forget_sent(self, upto_seq: int) -> None:
+        """Drop the queued entries up to `upto_seq` once Redis has them. `offer` may have
+        cleared the queue (an overflow) while the round trip was under way, so this matches by
+        seq instead of popping a count."""
+        while self._queue and self._queue[0][0] <= upto_seq:
+            self._queue_bytes -= len(self._queue.popleft()[1])
 
     async def _send_events(self, client: aioredis.Redis) -> None:
         """Stock events as `{event seq}-0` entries: seq, sku, node_id, group_id, kind, at_ms and

@@ -19,7 +19,7 @@ import redis
 
 from server.app import start_server
 from server.config import ServerConfig
-from server.streams import entry_seq
+from server.streams import StreamPublisher, entry_seq
 from tests.redis_server import RedisServer
 from tests.stream_helpers import random_writes, setup_commands, wait_until
 
@@ -143,3 +143,54 @@ async def test_queue_overflow_drops_counts_and_requests_a_snapshot(tmp_path: Pat
             )
         finally:
             await app.stop(server, grace_s=1.0)
+
+
+class _SlowPipeline:
+    """A pipeline whose round trip waits until the test lets it finish."""
+
+    def __init__(self, release: asyncio.Event) -> None:
+        self._release = release
+        self._count = 0
+
+    def xadd(self, *args: Any, **kwargs: Any) -> None:
+        self._count += 1
+
+    async def execute(self, raise_on_error: bool = True) -> list[bytes]:
+        await self._release.wait()
+        return [b"ok"] * self._count
+
+
+class _SlowClient:
+    def __init__(self, release: asyncio.Event) -> None:
+        self._release = release
+        self.added: list[str] = []
+
+    def pipeline(self, transaction: bool = False) -> _SlowPipeline:
+        return _SlowPipeline(self._release)
+
+    async def xadd(self, key: str, fields: dict[str, Any], id: str, **kwargs: Any) -> str:
+        self.added.append(id)
+        return id
+
+
+async def test_an_overflow_during_a_send_does_not_break_the_publisher() -> None:
+    """`offer` may clear the queue while a pipelined send is under way; the send must then
+    forget only what it sent (it used to pop a count from the emptied queue and die)."""
+    publisher = StreamPublisher("redis://127.0.0.1:1", "t", maxlen=100, queue_max=3, last_seq=0)
+    for seq in (1, 2):
+        publisher.offer(seq, b"x", 0)
+    release = asyncio.Event()
+    client = _SlowClient(release)
+    send = asyncio.create_task(publisher._send(client))  # type: ignore[arg-type]
+    await asyncio.sleep(0)  # the round trip is under way with entries 1 and 2
+    for seq in (3, 4):  # the queue fills and overflows: everything queued is dropped
+        publisher.offer(seq, b"x", 0)
+    publisher.offer(5, b"x", 0)
+    release.set()
+    await send  # no IndexError
+    stats = publisher.stats()
+    assert stats.dropped == 4
+    # 1 and 2 went out in the pipeline; 5, queued after the drop, is sent next (the stream is
+    # suspect after a drop, so it restarts there) and nothing is left behind or sent twice.
+    assert client.added == ["5-0"] and stats.last_published_seq == 5
+    assert stats.published == 3 and not publisher._queue
