@@ -110,6 +110,7 @@ class Follower:
         self.errors = 0
         self.applied_entries = 0
         self._need_reload = True
+        self._gap_next = 0  # the entry seen after a gap in the stream (0: none)
         self._closing = False
         self._task: asyncio.Task[None] | None = None
         self._applied_event = asyncio.Event()
@@ -159,16 +160,19 @@ class Follower:
                 return
             await self._want_snapshot(0)
             raise _NotYet(f"no snapshot in Redis and the stream starts at seq {first}")
-        if first and snap.journal_seq + 1 < first:
-            await self._want_snapshot(first - 1)
+        # The snapshot must reach the stream's first entry, and past a gap found inside it.
+        need = max(first - 1 if first else 0, self._gap_next - 1)
+        if snap.journal_seq < need:
+            await self._want_snapshot(need)
             raise _NotYet(
-                f"newest snapshot is at seq {snap.journal_seq} but the stream starts at seq "
-                f"{first}; asked the primary for a newer snapshot"
+                f"newest snapshot is at seq {snap.journal_seq} but the stream continues only "
+                f"from seq {need + 1}; asked the primary for a newer snapshot"
             )
         if (
             self.ledger is not None
             and snap.journal_seq <= self.applied_seq
             and (not first or first <= self.applied_seq + 1)
+            and self._gap_next <= self.applied_seq + 1
         ):
             # What we have still joins the stream; no need to reload (e.g. a decode hiccup).
             self._need_reload = False
@@ -186,6 +190,8 @@ class Follower:
         self.snapshot_at_ms = at_ms
         self.reloads += 1
         self._need_reload = False
+        self._gap_next = 0
+        self._applied_event.set()  # a reload moves applied_seq too (wait_applied re-checks)
         self._on_ledger(ledger)
         log.info("replica base: snapshot at seq %d from %s", seq, self.store.describe())
 
@@ -291,6 +297,7 @@ class Follower:
                     seq,
                 )
                 self._need_reload = True
+                self._gap_next = seq
                 break
             try:
                 batch = _decode_batch(fields[b"batch"])

@@ -18,6 +18,7 @@ from typing import Any
 
 import grpc
 import pytest
+import redis
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
@@ -207,6 +208,39 @@ async def test_gap_in_the_stream_reloads_a_snapshot(cluster: Cluster) -> None:
     await random_writes(primary.sequencer, rng, 20, 200)
     await cluster.converged(replica)
     assert replica.follower.gaps >= 1 and replica.follower.reloads > reloads
+
+
+async def test_a_gap_inside_the_stream_is_bridged_by_a_newer_snapshot(cluster: Cluster) -> None:
+    """A gap after the stream's first entry (entries lost mid-stream) cannot be bridged by an
+    older snapshot: the replica must ask the primary for one past the gap, not loop on it."""
+    primary = await cluster.start_primary()
+    rng = random.Random(17)
+    for command in setup_commands():
+        await primary.sequencer.submit(command)
+
+    async def write_and_publish(count: int, first_id: int) -> None:
+        await random_writes(primary.sequencer, rng, count, first_id)
+        await wait_until(
+            lambda: primary.publisher.stats().last_published_seq == primary.sequencer.journal_seq,
+            WAIT_S,
+            "the stream to hold every entry",
+        )
+
+    await write_and_publish(30, 0)
+    await write_and_publish(30, 100)  # entries after the snapshots taken at start-up
+    snapshot_seq = primary.snapshotter.stats().last_journal_seq
+    last = primary.sequencer.journal_seq
+    assert last >= snapshot_seq + 4
+    lost = [f"{seq}-0" for seq in (snapshot_seq + 2, snapshot_seq + 3)]
+    client = redis.Redis.from_url(cluster.redis.url)
+    try:
+        assert client.xdel("omnistock:journal", *lost) == len(lost)
+    finally:
+        client.close()
+    replica, _ = await cluster.start_replica()
+    await cluster.converged(replica)
+    assert replica.follower.gaps >= 1
+    assert primary.snapshotter.stats().last_journal_seq >= snapshot_seq + 3
 
 
 def _all_positions(target: str) -> list[tuple[int, int, int]]:
