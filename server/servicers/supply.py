@@ -451,9 +451,7 @@ class SupplyServicer(supply_pb2_grpc.SupplyServiceServicer):
     async def SetThresholds(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         check_count(len(request.thresholds), "thresholds")
         command = SetThresholds(
-            tuple(
-                Threshold(t.sku, t.low_stock, t.node_id, t.group_id) for t in request.thresholds
-            )
+            tuple(Threshold(t.sku, t.low_stock, t.node_id, t.group_id) for t in request.thresholds)
         )
         count = await submit(self.app, context, command)
         return supply_pb2.SetThresholdsResponse(count=count)
