@@ -6,6 +6,9 @@
 - **Visibility**: one client adjusts one position on the primary (`SupplyService.Adjust`, +1) and,
   as soon as the write is acknowledged, polls `GetAvailability` on the replica until the new
   on-hand shows; the time from the acknowledgement to the first read that sees it, p50/p99.
+- **Watcher delivery**: a `WatchAvailability` stream on the primary for that position; the time
+  from each write's acknowledgement to the event carrying its on-hand, p50/p99 (0 when the event
+  arrived before the acknowledgement).
 - **Read throughput**: `--clients` client processes each call `GetAvailability` (`--queries`
   positions per call) in a closed loop for `--seconds`: first all against the primary alone, then
   half against the primary and half against the replica. Reads/s = calls/s summed over clients.
@@ -82,14 +85,54 @@ def _query(sku: str, node: str) -> Any:
     )
 
 
-def _visibility(primary: str, replica: str, writes: int) -> list[float]:
+def _watch(avail: Any, seen: list[tuple[float, int]]) -> Any:
+    """A WatchAvailability stream on s0@n0, read by a thread into `seen` (time, on_hand)."""
+    import threading
+
+    from omnistock.v1 import availability_pb2
+
+    call = avail.WatchAvailability(
+        availability_pb2.WatchRequest(skus=["s0"], node_ids=["n0"]), timeout=600
+    )
+    call.initial_metadata()  # the server sends its headers once the watcher is subscribed
+
+    def read() -> None:
+        try:
+            for event in call:
+                seen.append((time.perf_counter(), event.quantities.on_hand))
+        except Exception:  # noqa: BLE001 (cancelled at the end of the run)
+            return
+
+    threading.Thread(target=read, daemon=True).start()
+    return call
+
+
+def _delivery(acks: list[tuple[float, int]], seen: list[tuple[float, int]]) -> list[float]:
+    """For each acknowledged write (time, on_hand after it): ms until a watcher had an event
+    with at least that on_hand (0 when the event arrived before the acknowledgement did)."""
+    out = []
+    j = 0
+    for acked, on_hand in acks:
+        while j < len(seen) and seen[j][1] < on_hand:
+            j += 1
+        if j == len(seen):
+            raise RuntimeError(f"no event for on_hand {on_hand} reached the watcher")
+        out.append(max(0.0, (seen[j][0] - acked) * 1000.0))
+    return out
+
+
+def _visibility(primary: str, replica: str, writes: int) -> tuple[list[float], list[float]]:
+    """(ms until the replica shows a write, ms until a watcher on the primary gets its event)."""
     from omnistock.v1 import supply_pb2, types_pb2
 
     p_channel, supply, p_avail = _stubs(primary)
     r_channel, _, r_avail = _stubs(replica)
     request = _query("s0", "n0")
     samples = []
+    acks: list[tuple[float, int]] = []
+    events: list[tuple[float, int]] = []
     with p_channel, r_channel:
+        watch = _watch(p_avail, events)
         on_hand = p_avail.GetAvailability(request, timeout=5).results[0].quantities.on_hand
         for i in range(writes):
             supply.Adjust(
@@ -108,6 +151,7 @@ def _visibility(primary: str, replica: str, writes: int) -> list[float]:
             )
             acked = time.perf_counter()
             on_hand += 1
+            acks.append((acked, on_hand))
             deadline = acked + 5.0
             while True:
                 seen = r_avail.GetAvailability(request, timeout=5).results[0].quantities.on_hand
@@ -118,7 +162,11 @@ def _visibility(primary: str, replica: str, writes: int) -> list[float]:
                     raise RuntimeError(
                         f"write {i} not visible on the replica after 5 s (on_hand {seen})"
                     )
-    return samples
+        deadline = time.perf_counter() + 5.0
+        while (not events or events[-1][1] < on_hand) and time.perf_counter() < deadline:
+            time.sleep(0.01)
+        watch.cancel()
+    return samples, _delivery(acks, list(events))
 
 
 def _reader(target: str, seconds: float, queries: int, seed: int, out: Any) -> None:
@@ -184,7 +232,7 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> dict[str
                 primary.start()
                 _load(primary.target)
                 replica.start()
-                vis = _visibility(primary.target, replica.target, args.writes)
+                vis, delivered = _visibility(primary.target, replica.target, args.writes)
                 alone = _throughput([primary.target], args.clients, args.seconds, args.queries)
                 both = _throughput(
                     [primary.target, replica.target], args.clients, args.seconds, args.queries
@@ -201,6 +249,10 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> dict[str
     figures = [
         Figure("visibility_ms_p50", _pct(vis, 50), "ms", note=f"{len(vis)} writes, sync"),
         Figure("visibility_ms_p99", _pct(vis, 99), "ms", VISIBILITY_P99_MS, at_least=False),
+        Figure("watcher_delivery_ms_p50", _pct(delivered, 50), "ms", note="watcher on the primary"),
+        Figure(
+            "watcher_delivery_ms_p99", _pct(delivered, 99), "ms", VISIBILITY_P99_MS, at_least=False
+        ),
         Figure("reads_per_s_primary_alone", alone, "calls/s", note=spread),
         Figure("reads_per_s_primary_plus_replica", both, "calls/s"),
         Figure("read_scaling", both / alone if alone else 0.0, "x", READ_SCALING),

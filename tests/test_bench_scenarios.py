@@ -120,3 +120,23 @@ def test_durability_quick(tmp_path: Path) -> None:
         _figure(data, f"reserve_p99_under_1ms_per_s_{mode}")
         assert _figure(data, f"reserve_peak_ok_per_s_{mode}") > 0
     _points(data, {"sync reserve", "async reserve", "none reserve"})
+
+
+def test_replicas_small(tmp_path: Path) -> None:
+    """Primary + replica + private redis-server as processes: visibility, watcher delivery and
+    read throughput figures exist (a small run; no timing assertions)."""
+    out = tmp_path / "replicas.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "replicas", "--json", str(out), "--writes", "20",
+         "--seconds", "0.5", "--clients", "1", "--queries", "2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["scenario"] == "replicas"
+    for key in ("visibility_ms_p50", "visibility_ms_p99", "watcher_delivery_ms_p50",
+                "watcher_delivery_ms_p99"):  # fmt: skip
+        _figure(data, key)
+    assert _figure(data, "visibility_ms_p50") <= _figure(data, "visibility_ms_p99")
+    assert _figure(data, "reads_per_s_primary_alone") > 0
+    assert _figure(data, "reads_per_s_primary_plus_replica") > 0
