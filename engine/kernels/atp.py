@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from engine.codes import LineStatus
 from engine.kernels.index import (
     PREFETCH_RING,
     PREFETCH_ROW_AHEAD,
@@ -21,6 +20,7 @@ from engine.kernels.index import (
     pack_key,
 )
 from engine.kernels.prefetch import prefetch
+from engine.kernels.status import NODE_DISABLED, OK, UNKNOWN_GROUP, UNKNOWN_NODE, UNKNOWN_SKU
 from engine.state import (
     ALLOCATED,
     EMPTY,
@@ -35,12 +35,6 @@ from engine.state import (
     SAFETY,
     UNAVAILABLE,
 )
-
-OK = np.int8(LineStatus.OK)
-UNKNOWN_SKU = np.int8(LineStatus.UNKNOWN_SKU)
-UNKNOWN_NODE = np.int8(LineStatus.UNKNOWN_NODE)
-UNKNOWN_GROUP = np.int8(LineStatus.UNKNOWN_GROUP)
-NODE_DISABLED = np.int8(LineStatus.NODE_DISABLED)
 
 # Output columns of every availability kernel (the wire's `Quantities` order).
 OUT_COLS = 7

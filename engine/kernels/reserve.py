@@ -8,10 +8,9 @@ reservation and they must see each other's effects in order.
 
 from __future__ import annotations
 
-import numpy as np
 from numba import njit
 
-from engine.codes import LineStatus, ReservationState
+from engine.codes import ReservationState
 from engine.kernels.atp import atp_raw, group_buffer
 from engine.kernels.index import (
     PREFETCH_ROW_AHEAD,
@@ -21,6 +20,16 @@ from engine.kernels.index import (
     pack_key,
 )
 from engine.kernels.prefetch import prefetch
+from engine.kernels.status import (
+    INSUFFICIENT,
+    INVALID_QTY,
+    NODE_DISABLED,
+    OK,
+    PARTIAL,
+    UNKNOWN_GROUP,
+    UNKNOWN_NODE,
+    UNKNOWN_SKU,
+)
 from engine.limits import QTY_MAX
 from engine.state import (
     ALLOCATED,
@@ -61,15 +70,6 @@ from engine.state import (
     RESERVED,
     UNAVAILABLE,
 )
-
-OK = np.int8(LineStatus.OK)
-INSUFFICIENT = np.int8(LineStatus.INSUFFICIENT)
-UNKNOWN_SKU = np.int8(LineStatus.UNKNOWN_SKU)
-UNKNOWN_NODE = np.int8(LineStatus.UNKNOWN_NODE)
-UNKNOWN_GROUP = np.int8(LineStatus.UNKNOWN_GROUP)
-NODE_DISABLED = np.int8(LineStatus.NODE_DISABLED)
-INVALID_QTY = np.int8(LineStatus.INVALID_QTY)
-PARTIAL = np.int8(LineStatus.PARTIAL)
 
 HELD = int(ReservationState.HELD)
 COMMITTED = int(ReservationState.COMMITTED)

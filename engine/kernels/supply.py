@@ -8,12 +8,11 @@ the first operation that succeeds on it; a failed operation creates nothing.
 
 from __future__ import annotations
 
-import numpy as np
 from numba import njit
 
-from engine.codes import LineStatus
 from engine.kernels.atp import node_ok
 from engine.kernels.index import find_slot, insert_position
+from engine.kernels.status import INVALID_QTY, NEGATIVE_STOCK, OK, STALE, UNKNOWN_NODE, UNKNOWN_SKU
 from engine.state import (
     ALLOCATED,
     BACKORDER,
@@ -24,13 +23,6 @@ from engine.state import (
     SOURCE_SEQ,
     UNAVAILABLE,
 )
-
-OK = np.int8(LineStatus.OK)
-UNKNOWN_SKU = np.int8(LineStatus.UNKNOWN_SKU)
-UNKNOWN_NODE = np.int8(LineStatus.UNKNOWN_NODE)
-STALE = np.int8(LineStatus.STALE)
-INVALID_QTY = np.int8(LineStatus.INVALID_QTY)
-NEGATIVE_STOCK = np.int8(LineStatus.NEGATIVE_STOCK)
 
 # Columns of a delta entry.
 D_ON_HAND = 0
