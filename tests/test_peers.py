@@ -185,3 +185,169 @@ def test_redis_direct_runs_the_reserve_script(redis_url: str) -> None:
     assert result["reserves"] == 2_000 and result["errors"] == 0
     assert result["held_after"] == 2_000
     assert result["reserves_per_s"] > 0
+
+
+# --- many reserves at once (what ReserveBatch sends) -------------------------------------------
+
+
+async def test_batched_race_never_oversells_and_never_deadlocks(backend: StockBackend) -> None:
+    # Every reservation wants one unit of A and one of B, the lines in either order, in batches
+    # racing each other: exactly min(stock) are held, a rejected one holds nothing (all or
+    # nothing), and Postgres' batch transactions lock in one order (no deadlock, no retry left).
+    stock_a, stock_b = 12, 9
+    batches, per_batch = 8, 8
+    for rnd in range(ROUNDS):
+        await backend.load([("A", "N1", stock_a), ("B", "N1", stock_b), ("C", "N1", 1)])
+        cmds = [
+            [
+                Reserve(
+                    f"braced-{rnd}-{b}-{i}",
+                    (Line("A", "N1", 1), Line("B", "N1", 1))[:: 1 if (b + i) % 2 else -1],
+                    ttl_ms=60_000,
+                )
+                for i in range(per_batch)
+            ]
+            for b in range(batches)
+        ]
+        answers = await asyncio.wait_for(
+            asyncio.gather(*(backend.reserve_many(batch, T0) for batch in cmds)), 30
+        )
+        held = 0
+        for batch, outcomes in zip(cmds, answers, strict=True):
+            assert len(outcomes) == len(batch)
+            for cmd, r in zip(batch, outcomes, strict=True):
+                assert isinstance(r, ReservationResult), r
+                assert r.reservation.reservation_id == cmd.reservation_id
+                assert [ln.line for ln in r.reservation.lines] == list(cmd.lines)
+                if r.reservation.state == ReservationState.HELD:
+                    held += 1
+                    assert all(ln.held_qty == 1 for ln in r.reservation.lines)
+                else:
+                    assert r.reservation.state == ReservationState.REJECTED
+                    assert all(ln.held_qty == 0 for ln in r.reservation.lines)
+                    statuses = {ln.line.sku: ln.status for ln in r.reservation.lines}
+                    assert statuses["B"] == LineStatus.INSUFFICIENT
+        assert held == min(stock_a, stock_b)
+        assert await backend.availability("A", ["N1"], T0) == [stock_a - held]
+        assert await backend.availability("B", ["N1"], T0) == [stock_b - held]
+        assert await backend.availability("C", ["N1"], T0) == [1]
+    assert getattr(backend, "deadlock_retries", 0) == 0
+
+
+async def test_batch_is_all_or_nothing_per_reservation_and_idempotent(
+    backend: StockBackend,
+) -> None:
+    await backend.load([("A", "N1", 3), ("B", "N1", 1)])
+    # A unary reserve first: a batch repeating its id replays it (the same stored content).
+    solo = Reserve("s1", (Line("A", "N1", 1),), ttl_ms=60_000)
+    assert _held(await backend.reserve(solo, T0))
+    batch = [
+        Reserve("b1", (Line("A", "N1", 1), Line("B", "N1", 1)), ttl_ms=60_000),  # held
+        Reserve("b2", (Line("A", "N1", 1), Line("B", "N1", 1)), ttl_ms=60_000),  # B gone
+        Reserve("b3", (Line("A", "N1", 1), Line("Z", "N1", 1)), ttl_ms=60_000),  # no Z
+        Reserve("b1", (Line("A", "N1", 1), Line("B", "N1", 1)), ttl_ms=60_000),  # replay of b1
+        Reserve("b1", (Line("A", "N1", 2),), ttl_ms=60_000),  # same id, other content
+        Reserve("b4", (Line("A", "N1", 0),), ttl_ms=60_000),  # invalid
+        solo,  # replay of the unary one
+        Reserve("s1", (Line("B", "N1", 1),), ttl_ms=60_000),  # conflicts with the unary one
+        Reserve("b5", (Line("A", "N1", 1),), ttl_ms=30_000),  # the last unit of A
+        Reserve("b6", (Line("A", "N1", 1),), ttl_ms=60_000),  # nothing left
+    ]
+    out = await backend.reserve_many(batch, T0)
+    assert len(out) == len(batch)
+    b1, b2, b3, b1_again, b1_other, b4, s1, s1_other, b5, b6 = out
+    assert isinstance(b1, ReservationResult) and _held(b1) and not b1.replayed
+    assert b1.reservation.expires_at_ms == T0 + 60_000
+    assert isinstance(b2, ReservationResult)
+    assert b2.reservation.state == ReservationState.REJECTED
+    assert [ln.status for ln in b2.reservation.lines] == [LineStatus.OK, LineStatus.INSUFFICIENT]
+    assert isinstance(b3, ReservationResult)
+    assert b3.reservation.state == ReservationState.REJECTED
+    assert [ln.status for ln in b3.reservation.lines] == [LineStatus.OK, LineStatus.UNKNOWN_SKU]
+    assert isinstance(b1_again, ReservationResult) and b1_again.replayed
+    assert b1_again.reservation == b1.reservation
+    assert isinstance(b1_other, Rejection) and b1_other.code == Code.ALREADY_EXISTS
+    assert isinstance(b4, Rejection) and b4.code == Code.INVALID_ARGUMENT
+    assert isinstance(s1, ReservationResult) and s1.replayed and _held(s1)
+    assert isinstance(s1_other, Rejection) and s1_other.code == Code.ALREADY_EXISTS
+    assert isinstance(b5, ReservationResult) and _held(b5)
+    assert b5.reservation.expires_at_ms == T0 + 30_000
+    assert isinstance(b6, ReservationResult)
+    assert b6.reservation.state == ReservationState.REJECTED
+    # Held: s1 (A), b1 (A, B), b5 (A). The rejected ones took nothing.
+    assert await backend.availability("A", ["N1"], T0 + 1) == [0]
+    assert await backend.availability("B", ["N1"], T0 + 1) == [0]
+    # The whole batch again: every outcome replays (rejected ids stay rejected), nothing moves.
+    again = await backend.reserve_many(batch, T0 + 2)
+    for first, second in zip(out, again, strict=True):
+        if isinstance(first, Rejection):
+            assert isinstance(second, Rejection) and second.code == first.code
+        else:
+            assert isinstance(second, ReservationResult) and second.replayed
+            assert second.reservation == first.reservation
+    # Batched holds are ordinary holds: commit, release and expiry work on them.
+    committed = await backend.commit(Commit("b1"), T0 + 3)
+    assert isinstance(committed, ReservationResult)
+    assert committed.reservation.state == ReservationState.COMMITTED
+    released = await backend.release(Release("b1"), T0 + 4)
+    assert isinstance(released, ReservationResult)
+    assert released.reservation.state == ReservationState.RELEASED
+    assert await backend.availability("A", ["N1"], T0 + 5) == [1]
+    assert await backend.availability("B", ["N1"], T0 + 5) == [1]
+    late = await backend.commit(Commit("b5"), T0 + 30_000)  # expired at T0 + 30 s
+    assert isinstance(late, Rejection) and late.code == Code.FAILED_PRECONDITION
+    assert await backend.availability("A", ["N1"], T0 + 30_000) == [2]
+    assert await backend.reserve_many([], T0) == []
+
+
+async def test_reserve_batch_through_the_front_never_oversells(backend: StockBackend) -> None:
+    # The SAME servicers over the peer (bench/peers/front.py): concurrent ReserveBatch calls race
+    # for the last units; the answers' columns add up to exactly the stock.
+    import grpc
+
+    from bench.peers.front import start_front
+    from omnistock.v1 import reservation_pb2, reservation_pb2_grpc
+
+    stock, calls, per_call = 10, 8, 8
+    await backend.load([("HOT", "N1", stock)])
+    server, port = await start_front(backend, read=None)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = reservation_pb2_grpc.ReservationServiceStub(channel)
+            requests = [
+                reservation_pb2.ReserveBatchRequest(
+                    reservation_ids=[f"front-{c}-{i}" for i in range(per_call)] + [f"front-{c}-z"],
+                    line_counts=[1] * (per_call + 1),
+                    skus=["HOT"] * per_call + ["NOPE"],
+                    node_ids=["N1"] * (per_call + 1),
+                    qtys=[1] * (per_call + 1),
+                    ttl_ms=60_000,
+                    batch_id=c,
+                )
+                for c in range(calls)
+            ]
+            answers = await asyncio.wait_for(
+                asyncio.gather(*(stub.ReserveBatch(r, timeout=30) for r in requests)), 60
+            )
+            held = 0
+            for c, answer in enumerate(answers):
+                assert answer.batch_id == c and not answer.errors
+                assert len(answer.states) == per_call + 1 == len(answer.line_statuses)
+                for state, qty, status in zip(
+                    answer.states, answer.reserved_qtys, answer.line_statuses, strict=True
+                ):
+                    if state == ReservationState.HELD:
+                        held += 1
+                        assert qty == 1 and status == LineStatus.OK
+                    else:
+                        assert state == ReservationState.REJECTED and qty == 0
+                        assert status in (LineStatus.INSUFFICIENT, LineStatus.UNKNOWN_SKU)
+                assert answer.line_statuses[-1] == LineStatus.UNKNOWN_SKU
+            assert held == stock
+            assert await backend.availability("HOT", ["N1"]) == [0]
+            # The same message again: every reservation replays its first outcome.
+            again = await stub.ReserveBatch(requests[0], timeout=30)
+            assert list(again.replayed) == [True] * (per_call + 1)
+            assert list(again.states) == list(answers[0].states)
+    finally:
+        await server.stop(None)

@@ -8,6 +8,10 @@ of the engine and the only difference in a comparison is the stock engine:
   peers and are refused), held for `ttl_ms`; idempotent by `reservation_id` (same content →
   the original outcome with `replayed=True`; other content → `ALREADY_EXISTS ID_CONFLICT`; a
   rejected id stays rejected).
+- `reserve_many([Reserve, ...])` — the same for many reservations at once, outcomes in order, in
+  one round trip (redis-lua: one batch script; postgres: one transaction). Each reservation is
+  all or nothing on its own; they are judged in order, so a later one sees what earlier ones
+  took, and a repeated id replays (same content) or conflicts with the earlier one.
 - `commit(Commit)` — HELD and not expired → COMMITTED; COMMITTED again → replay; anything else
   → `FAILED_PRECONDITION WRONG_STATE`. Unknown id → `NOT_FOUND RESERVATION_NOT_FOUND`.
 - `release(Release)` — HELD or COMMITTED → RELEASED, units given back; a finished one → replay.
@@ -51,6 +55,8 @@ class StockBackend(Protocol):
     async def load(self, positions: Iterable[tuple[str, str, int]]) -> int: ...
 
     async def reserve(self, cmd: Reserve, now_ms: int = 0) -> Outcome: ...
+
+    async def reserve_many(self, cmds: Sequence[Reserve], now_ms: int = 0) -> list[Outcome]: ...
 
     async def commit(self, cmd: Commit, now_ms: int = 0) -> Outcome: ...
 

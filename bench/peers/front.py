@@ -4,7 +4,8 @@
 
 - `app.sequencer.submit(command)` / `submit_many(commands)` forward `Reserve`, `Commit` and
   `Release` to the backend's async methods (other commands are refused: peers have no supply
-  or sourcing); `journal_seq` is 0.
+  or sourcing); `journal_seq` is 0. A `submit_many` of reserves only (what `ReserveBatch` and
+  `StreamReserve` send) is ONE `backend.reserve_many` call: one round trip to the peer.
 - `app.ledger` answers the reads the AvailabilityService makes (`sku_id`, `node_id`,
   `availability_ids`) by asking the backend *synchronously* (a blocking redis-py / psycopg
   connection): `read_columns` in the servicer is synchronous, so a peer read holds the event loop
@@ -12,8 +13,9 @@
   Node- or group-less queries, sourcing and reservation reads are not served.
 
 `python -m bench.peers.front --backend redis-lua --url redis://127.0.0.1:P/0 --port-file F`
-(or `--backend postgres --conninfo "…"`) serves on a free loopback port, writes it to F, and
-reports SERVING; SIGTERM stops it. Loading stock is the caller's job (`backend.load`).
+(or `--backend postgres --conninfo "…" [--durability sync|async|none]`) serves on a free loopback
+port, writes it to F, and reports SERVING; SIGTERM stops it. Loading stock is the caller's job
+(`backend.load`).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from engine.codes import LineStatus
 from engine.commands import Commit, Release, Reserve
 from engine.errors import Code, EngineError, Rejection
 
-__all__ = ["PeerApp", "serve_front"]
+__all__ = ["PeerApp", "serve_front", "start_front"]
 
 _AVAILABLE = 6
 UNSERVED = Rejection(Code.FAILED_PRECONDITION, "NOT_SERVED", "a peer backend serves only "
@@ -104,6 +106,8 @@ class PeerSequencer:
         return UNSERVED
 
     async def submit_many(self, commands: Sequence[Any], timeout_s: float | None = None) -> Any:
+        if commands and all(type(c) is Reserve for c in commands):
+            return await self.backend.reserve_many(commands)
         return await asyncio.gather(*(self.submit(c) for c in commands))
 
 
@@ -115,12 +119,12 @@ class PeerApp:
         self.ready = True
 
 
-def _redis(url: str) -> tuple[Any, Any, Any]:
+def _redis(url: str, prefix: str = "os:") -> tuple[Any, Any, Any]:
     import redis
 
     from bench.peers.redis_lua import AVAILABILITY_LUA, RedisLuaBackend
 
-    backend = RedisLuaBackend(url)
+    backend = RedisLuaBackend(url, prefix)
     sync = redis.Redis.from_url(url)
     sha = sync.script_load(AVAILABILITY_LUA)
 
@@ -131,12 +135,12 @@ def _redis(url: str) -> tuple[Any, Any, Any]:
     return backend, read, sync.close
 
 
-def _postgres(conninfo: str, pool_size: int) -> tuple[Any, Any, Any]:
+def _postgres(conninfo: str, pool_size: int, durability: str) -> tuple[Any, Any, Any]:
     import psycopg
 
     from bench.peers.postgres import PostgresBackend
 
-    backend = PostgresBackend(conninfo, pool_size=pool_size)
+    backend = PostgresBackend(conninfo, pool_size, synchronous_commit=durability == "sync")
     conn = psycopg.connect(conninfo, autocommit=True)
 
     def read(sku: str, node_ids: list[str]) -> list[int | None]:
@@ -151,7 +155,9 @@ def _postgres(conninfo: str, pool_size: int) -> tuple[Any, Any, Any]:
     return backend, read, conn.close
 
 
-async def serve_front(args: argparse.Namespace) -> None:
+async def start_front(backend: Any, read: Any) -> tuple[Any, int]:
+    """The omnistock servicers over `backend`, started on a free loopback port, health SERVING.
+    Returns (grpc.aio server, port)."""
     import grpc
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
@@ -160,11 +166,6 @@ async def serve_front(args: argparse.Namespace) -> None:
     from server.metrics import Metrics
     from server.servicers import add_servicers
 
-    if args.backend == "redis-lua":
-        backend, read, close_read = _redis(args.url)
-    else:
-        backend, read, close_read = _postgres(args.conninfo, args.pool_size)
-        await backend.open()
     config = ServerConfig()
     app = PeerApp(backend, read, config)
     server = grpc.aio.server(
@@ -182,6 +183,16 @@ async def serve_front(args: argparse.Namespace) -> None:
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     await hs.set("", health_pb2.HealthCheckResponse.SERVING)
+    return server, port
+
+
+async def serve_front(args: argparse.Namespace) -> None:
+    if args.backend == "redis-lua":
+        backend, read, close_read = _redis(args.url)
+    else:
+        backend, read, close_read = _postgres(args.conninfo, args.pool_size, args.durability)
+        await backend.open()
+    server, port = await start_front(backend, read)
     tmp = Path(args.port_file + ".tmp")
     tmp.write_text(f"{port}\n")
     tmp.replace(args.port_file)
@@ -202,6 +213,9 @@ def main() -> None:
     ap.add_argument("--url", default="")
     ap.add_argument("--conninfo", default="")
     ap.add_argument("--pool-size", type=int, default=8)
+    ap.add_argument("--durability", choices=("sync", "async", "none"), default="sync",
+                    help="postgres: synchronous_commit on for sync, off otherwise (redis-lua: "
+                         "set by the redis-server the caller started)")  # fmt: skip
     ap.add_argument("--port-file", required=True)
     import uvloop
 

@@ -6,6 +6,16 @@ in (sku, node_id) order — one order for every path, so transactions never dead
 update `held` and insert the lines. Holds past their expiry are given back lazily by a short
 transaction before each reserve, commit and release (at most 16, `FOR UPDATE SKIP LOCKED`).
 
+Many reserves at once (`reserve_many`, what the front calls for `ReserveBatch`) are ONE
+transaction: claim every id, lock every position the batch touches in the same (sku, node_id)
+order, judge each reservation all or nothing in batch order, then update `held`, insert the lines
+and record the outcomes with one statement each.
+
+Durability: `synchronous_commit` on (the default: a commit waits for its WAL flush) or off per
+session (`synchronous_commit=False`: a commit returns before the flush; the WAL writer flushes
+within `wal_writer_delay`, 200 ms by default, and a crash may lose that window but never
+corrupts).
+
 Connections: psycopg 3 async, a small fixed pool (`psycopg_pool` is not a dependency, so the pool
 is a queue of `AsyncConnection`s here).
 """
@@ -28,7 +38,7 @@ from bench.peers import (
     wrong_state,
 )
 from engine.codes import LineStatus, ReservationState
-from engine.commands import Commit, Line, Release, Reserve
+from engine.commands import Commit, Line, Release, ReservationResult, Reserve
 
 __all__ = ["SCHEMA_SQL", "PostgresBackend"]
 
@@ -97,8 +107,10 @@ def _now_ms(now_ms: int) -> int:
 class PostgresBackend:
     name = "postgres"
 
-    def __init__(self, conninfo: str, pool_size: int = 8) -> None:
+    def __init__(self, conninfo: str, pool_size: int = 8, synchronous_commit: bool = True) -> None:
         self.conninfo = conninfo
+        self.synchronous_commit = synchronous_commit
+        self.deadlock_retries = 0  # stays 0 unless the one-lock-order rule is broken somewhere
         self.pool_size = min(max(1, pool_size), POOL_CONNECTIONS_MAX)
         self._idle: asyncio.Queue[psycopg.AsyncConnection] = asyncio.Queue()
         self._all: list[psycopg.AsyncConnection] = []
@@ -106,6 +118,8 @@ class PostgresBackend:
     async def open(self) -> PostgresBackend:
         for _ in range(self.pool_size - len(self._all)):
             conn = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
+            if not self.synchronous_commit:
+                await conn.execute("SET synchronous_commit = off")
             self._all.append(conn)
             self._idle.put_nowait(conn)
         return self
@@ -163,6 +177,7 @@ class PostgresBackend:
                 async with self._conn() as conn:
                     return await fn(conn, *args)
             except psycopg.errors.DeadlockDetected:
+                self.deadlock_retries += 1
                 if attempt == DEADLOCK_RETRIES_MAX:
                     raise
         raise AssertionError("unreachable")
@@ -244,6 +259,133 @@ class PostgresBackend:
                 (int(state), expires, [int(s) for s in statuses], rid),
             )
         return make_result(rid, state, cmd.lines, statuses, expires, now, False)
+
+    async def reserve_many(self, cmds: Sequence[Reserve], now_ms: int = 0) -> list[Outcome]:
+        out: list[Outcome | None] = [validate_reserve(cmd) for cmd in cmds]
+        valid = [cmd for cmd, bad in zip(cmds, out, strict=True) if bad is None]
+        if valid:
+            results = iter(await self._retrying(self._reserve_batch, valid, _now_ms(now_ms)))
+            out = [next(results) if bad is None else bad for bad in out]
+        return out  # type: ignore[return-value]
+
+    async def _reserve_batch(
+        self, conn: psycopg.AsyncConnection, cmds: Sequence[Reserve], now: int
+    ) -> list[Outcome]:
+        """One transaction for many reservations, each all or nothing on its own, judged in
+        batch order against the running availability. Locks are taken in one global order —
+        reservation ids sorted (the claiming INSERT), then positions sorted — so concurrent
+        batches (and single reserves, which follow the same order) never deadlock."""
+        await self._expire_due(conn, now)
+        contents = [_content(cmd) for cmd in cmds]
+        first: dict[str, int] = {}
+        for k, cmd in enumerate(cmds):
+            first.setdefault(cmd.reservation_id, k)
+        ids = sorted(first)
+        results: list[Outcome | None] = [None] * len(cmds)
+        async with conn.transaction():
+            cur = await conn.execute(
+                "INSERT INTO bench_reservations (id, state, content, expires_ms, created_ms, "
+                "statuses) SELECT id, 0, c, 0, %s, '{}' FROM unnest(%s::text[], %s::text[]) "
+                "AS t(id, c) ORDER BY id ON CONFLICT (id) DO NOTHING RETURNING id",
+                (now, ids, [contents[first[rid]] for rid in ids]),
+            )
+            claimed = {rid for (rid,) in await cur.fetchall()}
+            stored: dict[str, tuple] = {}
+            if len(claimed) < len(ids):
+                cur = await conn.execute(
+                    "SELECT id, state, content, expires_ms, created_ms, statuses "
+                    "FROM bench_reservations WHERE id = ANY(%s)",
+                    ([rid for rid in ids if rid not in claimed],),
+                )
+                stored = {row[0]: row[1:] for row in await cur.fetchall()}
+            keys = sorted(
+                {(ln.sku, ln.node_id) for rid in claimed for ln in cmds[first[rid]].lines}
+            )
+            avail: dict[tuple[str, str], int] = {}
+            if keys:
+                cur = await conn.execute(
+                    "SELECT sku, node_id, on_hand - held FROM bench_positions "
+                    "WHERE (sku, node_id) IN (SELECT * FROM unnest(%s::text[], %s::text[])) "
+                    "ORDER BY sku, node_id FOR UPDATE",
+                    ([k[0] for k in keys], [k[1] for k in keys]),
+                )
+                avail = {(s, n): a for s, n, a in await cur.fetchall()}
+            taken: dict[tuple[str, str], int] = {}
+            line_rows: tuple[list, list, list, list, list] = ([], [], [], [], [])
+            updates: tuple[list, list, list, list] = ([], [], [], [])
+            for k, cmd in enumerate(cmds):
+                rid = cmd.reservation_id
+                f = first[rid]
+                if f != k:  # the same id earlier in this batch
+                    earlier = results[f]
+                    if contents[k] != contents[f] or not isinstance(earlier, ReservationResult):
+                        results[k] = conflict(rid)
+                    else:
+                        results[k] = ReservationResult(earlier.reservation, True)
+                    continue
+                if rid not in claimed:
+                    state, old, expires, created, statuses = stored[rid]
+                    results[k] = (
+                        conflict(rid)
+                        if old != contents[k]
+                        else make_result(rid, state, cmd.lines, statuses, expires, created, True)
+                    )
+                    continue
+                need: dict[tuple[str, str], int] = {}
+                for line in cmd.lines:
+                    key = (line.sku, line.node_id)
+                    need[key] = need.get(key, 0) + line.qty
+                statuses = []
+                for line in cmd.lines:
+                    key = (line.sku, line.node_id)
+                    a = avail.get(key)
+                    if a is None:
+                        statuses.append(LineStatus.UNKNOWN_SKU)
+                    elif a < need[key]:
+                        statuses.append(LineStatus.INSUFFICIENT)
+                    else:
+                        statuses.append(LineStatus.OK)
+                state, expires = ReservationState.REJECTED, 0
+                if all(s == LineStatus.OK for s in statuses):
+                    state, expires = ReservationState.HELD, now + cmd.ttl_ms
+                    for key, q in need.items():
+                        avail[key] -= q
+                        taken[key] = taken.get(key, 0) + q
+                    for i, line in enumerate(cmd.lines):
+                        for column, value in zip(
+                            line_rows, (rid, i, line.sku, line.node_id, line.qty), strict=True
+                        ):
+                            column.append(value)
+                codes = [int(s) for s in statuses]
+                for column, value in zip(
+                    updates,
+                    (rid, int(state), expires, "{" + ",".join(map(str, codes)) + "}"),
+                    strict=True,
+                ):
+                    column.append(value)
+                results[k] = make_result(rid, state, cmd.lines, codes, expires, now, False)
+            if taken:
+                tkeys = sorted(taken)
+                await conn.execute(
+                    "UPDATE bench_positions p SET held = p.held + v.q FROM "
+                    "(SELECT unnest(%s::text[]) s, unnest(%s::text[]) n, unnest(%s::bigint[]) q) v "
+                    "WHERE p.sku = v.s AND p.node_id = v.n",
+                    ([k[0] for k in tkeys], [k[1] for k in tkeys], [taken[k] for k in tkeys]),
+                )
+            if line_rows[0]:
+                await conn.execute(
+                    "INSERT INTO bench_reservation_lines SELECT * FROM unnest(%s::text[], "
+                    "%s::int[], %s::text[], %s::text[], %s::bigint[])",
+                    line_rows,
+                )
+            if updates[0]:
+                await conn.execute(
+                    "UPDATE bench_reservations r SET state = v.st, expires_ms = v.x, "
+                    "statuses = v.s::smallint[] FROM unnest(%s::text[], %s::smallint[], "
+                    "%s::bigint[], %s::text[]) AS v(id, st, x, s) WHERE r.id = v.id",
+                    updates,
+                )
+        return results  # type: ignore[return-value]
 
     async def _transition(
         self, conn: psycopg.AsyncConnection, rid: str, action: str, now: int

@@ -5,6 +5,12 @@ decrement all or none, record the hold with its expiry in a sorted set; holds pa
 given back lazily by whichever script runs next (at most 32 per call). Commit and release are one
 EVALSHA each, availability one EVALSHA (so it sees lazily expired holds too).
 
+Many reserves at once (`reserve_many`, what the front calls for `ReserveBatch`) are ONE EVALSHA of
+the batch script: the same `reserve_one` per reservation in order, each all or nothing and
+idempotent on its own (a later duplicate id in the batch replays or conflicts with the earlier
+one), answered as one compact bulk string so the Python side parses one reply, not one per
+reservation. The prelude (clock, lazy expiry) runs once per script call.
+
 Single-instance Redis only: the scripts compute their key names, which Redis Cluster forbids.
 """
 
@@ -26,12 +32,44 @@ from bench.peers import (
 from engine.codes import ReservationState
 from engine.commands import Commit, Line, Release, Reserve
 
-__all__ = ["RESERVE_LUA", "TRANSITION_LUA", "AVAILABILITY_LUA", "RedisLuaBackend", "reserve_args"]
+__all__ = [
+    "AVAILABILITY_LUA",
+    "RESERVE_BATCH_LUA",
+    "RESERVE_LUA",
+    "TRANSITION_LUA",
+    "RedisLuaBackend",
+    "reserve_args",
+    "reserve_batch_args",
+]
 
 _SOURCE = (Path(__file__).parent / "reserve.lua").read_text()
 _PRELUDE, _MARK, _ = _SOURCE.partition("-- @reserve")
 assert _MARK, "reserve.lua lost its @reserve marker"
+_FUNCTIONS, _MARK, _ = _SOURCE.partition("-- @single")
+assert _MARK, "reserve.lua lost its @single marker"
 RESERVE_LUA = _SOURCE
+
+# ARGV: prefix, now_ms, count, then per reservation: id, ttl_ms, n, sku_1, node_1, qty_1, ...
+# Returns one string: per reservation "state replayed expires_ms created_ms statuses" (statuses
+# comma-separated) or "-1" (ID_CONFLICT), joined by ';'.
+RESERVE_BATCH_LUA = (
+    _FUNCTIONS
+    + """
+local out = {}
+local a = 4
+for r = 1, tonumber(ARGV[3]) do
+  local n = ARGV[a + 2]
+  local res = reserve_one(ARGV[a], ARGV[a + 1], n, a + 3)
+  if res[1] == -1 then
+    out[r] = '-1'
+  else
+    out[r] = res[1] .. ' ' .. res[2] .. ' ' .. res[3] .. ' ' .. res[4] .. ' ' .. res[5]
+  end
+  a = a + 3 + 3 * tonumber(n)
+end
+return table.concat(out, ';')
+"""
+)
 
 # ARGV: prefix, now_ms, reservation_id, action ('c' commit | 'r' release).
 # Returns {state, replayed, expires_ms, created_ms, statuses, content}; {-2} NOT_FOUND;
@@ -83,6 +121,15 @@ def reserve_args(prefix: str, cmd: Reserve, now_ms: int = 0) -> list[str | int]:
     args: list[str | int] = [prefix, now_ms, cmd.reservation_id, cmd.ttl_ms, len(cmd.lines)]
     for line in cmd.lines:
         args += (line.sku, line.node_id, line.qty)
+    return args
+
+
+def reserve_batch_args(prefix: str, cmds: Sequence[Reserve], now_ms: int = 0) -> list[str | int]:
+    args: list[str | int] = [prefix, now_ms, len(cmds)]
+    for cmd in cmds:
+        args += (cmd.reservation_id, cmd.ttl_ms, len(cmd.lines))
+        for line in cmd.lines:
+            args += (line.sku, line.node_id, line.qty)
     return args
 
 
@@ -147,6 +194,38 @@ class RedisLuaBackend:
         if reply[0] == -1:
             return conflict(cmd.reservation_id)
         return _result(cmd.reservation_id, reply, cmd.lines)
+
+    async def reserve_many(self, cmds: Sequence[Reserve], now_ms: int = 0) -> list[Outcome]:
+        out: list[Outcome] = []
+        valid: list[Reserve] = []
+        for cmd in cmds:
+            bad = validate_reserve(cmd)
+            out.append(bad)  # type: ignore[arg-type] - None is filled in below
+            if bad is None:
+                valid.append(cmd)
+        if not valid:
+            return out
+        args = reserve_batch_args(self.prefix, valid, now_ms)
+        items = iter((await self._eval("reserve_batch", RESERVE_BATCH_LUA, args)).split(b";"))
+        for i, cmd in enumerate(cmds):
+            if out[i] is not None:
+                continue
+            item = next(items)
+            if item == b"-1":
+                out[i] = conflict(cmd.reservation_id)
+                continue
+            state, replayed, expires, created, statuses = item.split(b" ")
+            out[i] = make_result(
+                cmd.reservation_id,
+                int(state),
+                cmd.lines,
+                [int(s) for s in statuses.split(b",")],
+                int(expires),
+                int(created),
+                replayed == b"1",
+            )
+        assert next(items, None) is None, "batch script answered more items than it was sent"
+        return out
 
     async def _transition(self, rid: str, action: str, now_ms: int) -> Outcome:
         reply = await self._eval("transition", TRANSITION_LUA, [self.prefix, now_ms, rid, action])

@@ -6,6 +6,8 @@
 --   {prefix}r:{id}   hash st (state), c (content), x (expires ms), t (created ms), s (statuses)
 --   {prefix}holds    sorted set of HELD ids by expiry, expired lazily (at most 32 per call)
 -- Returns {state, replayed, expires_ms, created_ms, statuses, content}; {-1} = ID_CONFLICT.
+-- The batch script (`RESERVE_BATCH_LUA` in redis_lua.py) is this file up to the single-call
+-- marker plus a loop calling reserve_one once per reservation, each all or nothing on its own.
 local P = ARGV[1]
 local now = tonumber(ARGV[2])
 if now == 0 then
@@ -36,47 +38,55 @@ for _, id in ipairs(due) do
 end
 
 -- @reserve (everything above is the shared prelude: clock and lazy expiry)
-local rid = ARGV[3]
-local rk = P .. 'r:' .. rid
-local n = tonumber(ARGV[5])
-local content = table.concat(ARGV, '\31', 4, 5 + 3 * n)
-local cur = redis.call('HMGET', rk, 'c', 'st', 'x', 't', 's')
-if cur[1] then
-  if cur[1] ~= content then return {-1} end
-  return {tonumber(cur[2]), 1, tonumber(cur[3]), tonumber(cur[4]), cur[5], cur[1]}
+-- One reservation whose lines are ARGV[a .. a + 3n - 1] (sku, node, qty, ...); ttl and n are the
+-- strings the caller sent, so the stored content is byte-identical whichever script wrote it.
+-- Returns {state, replayed, expires_ms, created_ms, statuses, content}; {-1} = ID_CONFLICT.
+local function reserve_one(rid, ttl, n_arg, a)
+  local rk = P .. 'r:' .. rid
+  local n = tonumber(n_arg)
+  local content = ttl .. '\31' .. n_arg .. '\31' .. table.concat(ARGV, '\31', a, a + 3 * n - 1)
+  local cur = redis.call('HMGET', rk, 'c', 'st', 'x', 't', 's')
+  if cur[1] then
+    if cur[1] ~= content then return {-1} end
+    return {tonumber(cur[2]), 1, tonumber(cur[3]), tonumber(cur[4]), cur[5], cur[1]}
+  end
+
+  -- All or nothing: lines of one position are judged on their sum.
+  local need = {}
+  for i = 0, n - 1 do
+    local pk = ARGV[a + 3 * i] .. '\31' .. ARGV[a + 1 + 3 * i]
+    need[pk] = (need[pk] or 0) + tonumber(ARGV[a + 2 + 3 * i])
+  end
+  local statuses = {}
+  local ok = true
+  for i = 0, n - 1 do
+    local sku, node = ARGV[a + 3 * i], ARGV[a + 1 + 3 * i]
+    local avail = redis.call('HGET', P .. 's:' .. sku, node)
+    if not avail then
+      statuses[i + 1] = 3  -- UNKNOWN_SKU (no such position)
+      ok = false
+    elseif tonumber(avail) < need[sku .. '\31' .. node] then
+      statuses[i + 1] = 2  -- INSUFFICIENT
+      ok = false
+    else
+      statuses[i + 1] = 1  -- OK
+    end
+  end
+  local state, expires = 6, 0
+  if ok then
+    for i = 0, n - 1 do
+      redis.call('HINCRBY', P .. 's:' .. ARGV[a + 3 * i], ARGV[a + 1 + 3 * i],
+                 -tonumber(ARGV[a + 2 + 3 * i]))
+    end
+    state = 1
+    expires = now + tonumber(ttl)
+    redis.call('ZADD', P .. 'holds', expires, rid)
+  end
+  local s = table.concat(statuses, ',')
+  redis.call('HSET', rk, 'st', state, 'c', content, 'x', expires, 't', now, 's', s)
+  if not ok then redis.call('PEXPIRE', rk, WINDOW_MS) end
+  return {state, 0, expires, now, s, content}
 end
 
--- All or nothing: lines of one position are judged on their sum.
-local need = {}
-for i = 0, n - 1 do
-  local pk = ARGV[6 + 3 * i] .. '\31' .. ARGV[7 + 3 * i]
-  need[pk] = (need[pk] or 0) + tonumber(ARGV[8 + 3 * i])
-end
-local statuses = {}
-local ok = true
-for i = 0, n - 1 do
-  local sku, node = ARGV[6 + 3 * i], ARGV[7 + 3 * i]
-  local avail = redis.call('HGET', P .. 's:' .. sku, node)
-  if not avail then
-    statuses[i + 1] = 3  -- UNKNOWN_SKU (no such position)
-    ok = false
-  elseif tonumber(avail) < need[sku .. '\31' .. node] then
-    statuses[i + 1] = 2  -- INSUFFICIENT
-    ok = false
-  else
-    statuses[i + 1] = 1  -- OK
-  end
-end
-local state, expires = 6, 0
-if ok then
-  for i = 0, n - 1 do
-    redis.call('HINCRBY', P .. 's:' .. ARGV[6 + 3 * i], ARGV[7 + 3 * i], -tonumber(ARGV[8 + 3 * i]))
-  end
-  state = 1
-  expires = now + tonumber(ARGV[4])
-  redis.call('ZADD', P .. 'holds', expires, rid)
-end
-local s = table.concat(statuses, ',')
-redis.call('HSET', rk, 'st', state, 'c', content, 'x', expires, 't', now, 's', s)
-if not ok then redis.call('PEXPIRE', rk, WINDOW_MS) end
-return {state, 0, expires, now, s, content}
+-- @single (above: prelude and reserve_one, shared with the batch script)
+return reserve_one(ARGV[3], ARGV[4], ARGV[5], 6)
