@@ -29,12 +29,13 @@ from bench.harness import (
     CLIENT_CPU,
     SERVER_CPU,
     ServerRun,
+    add_client_argument,
     best_rate,
-    client_cpus,
     geometric_rates,
     h2load_closed,
     peak_achieved,
     step_rates,
+    unary_open_loop,
     workdir,
     write_outputs,
 )
@@ -50,6 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rate-start", type=float, default=1_000.0)
     p.add_argument("--rate-max", type=float, default=20_000.0)
     p.add_argument("--processes", type=int, default=2, help="Python load processes")
+    add_client_argument(p)
     p.add_argument("--h2load-requests", type=int, default=200_000)
     p.add_argument("--no-h2load", action="store_true")
 
@@ -68,13 +70,11 @@ def measure(
     payload: bytes,
     rates: list[float],
 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    """Open-loop steps with the Python workers, then the h2load closed-loop saturation."""
-    from bench.loadgen import run_open_loop
+    """Open-loop steps with the `--client` (h2load when found, else the Python workers), then
+    the h2load closed-loop saturation."""
 
     def one(rate: float) -> Any:
-        return run_open_loop(
-            target, method, [payload], rate, args.duration, args.processes, cpus=client_cpus()
-        )
+        return unary_open_loop(target, method, [payload], rate, args)
 
     points = step_rates(one, label, rates)
     closed = None
@@ -99,7 +99,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, An
     sat_py = peak_achieved(points)
     figures = [
         Figure("floor_p99_under_1ms_per_s", best_rate(points), "req/s",
-               note="highest offered rate with p99 < 1 ms, Python open-loop workers"),
+               note="highest offered rate with p99 < 1 ms, open loop (--client)"),
         Figure("floor_saturation_python_per_s", sat_py, "req/s",
                note="most answers/s in any step (client-bound if client CPU ~100 %)"),
     ]  # fmt: skip

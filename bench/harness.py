@@ -7,6 +7,9 @@
   on a free loopback port, stopped by its PID.
 - `encode_op(op)`: the pre-encoded request bytes and method of a workload op.
 - `step_rates(...)`: the open-loop step until p99 passes the bound.
+- `add_client_argument` / `unary_open_loop(...)`: the latency client of a unary step, `--client
+  h2load` (C, `bench/loadgen.py` `run_h2load`; the default when h2load is found) or `python`
+  (the `run_open_loop` workers).
 - `points_table` / `plot_points`: the Markdown table and the PNG (latency percentiles vs offered
   rate, one line per system).
 """
@@ -255,6 +258,46 @@ def only(net: Any, kind: Any, count: int, seed: int, prefix: str) -> list[Any]:
     return generate_ops(net, count, Mix(**shares), seed=seed, prefix=prefix)
 
 
+# --- the latency client ------------------------------------------------------------------------
+
+CLIENTS = ("h2load", "python")
+
+
+def add_client_argument(p: Any) -> None:
+    p.add_argument(
+        "--client", choices=CLIENTS, default=None,
+        help="open-loop latency client for unary steps: h2load (C; the default when found via "
+        "OMNISTOCK_H2LOAD or PATH) or python (bench/loadgen.py workers)",
+    )  # fmt: skip
+
+
+def latency_client(args: Any) -> str:
+    """The client `args.client` asks for; without one, h2load when it is found, else python."""
+    from bench.loadgen import H2LOAD_ENV, find_h2load
+
+    client = getattr(args, "client", None)
+    if client is None:
+        return "h2load" if find_h2load() else "python"
+    if client == "h2load" and find_h2load() is None:
+        raise SystemExit(f"--client h2load: h2load not found (set {H2LOAD_ENV}; README)")
+    return str(client)
+
+
+def unary_open_loop(target: str, method: str, payloads: list[bytes], rate: float, args: Any) -> Any:
+    """One open-loop step of a unary method with the chosen client, on CPU 1. h2load replays
+    one pre-encoded request per client process (process i sends `payloads[i % len]`), so use
+    it only where repeating a request is the workload (reads, the empty handler): a replayed
+    Reserve is an idempotent replay, not a reservation."""
+    from bench.loadgen import run_h2load, run_open_loop
+
+    if latency_client(args) == "h2load":
+        cpu = CLIENT_CPU if CLIENT_CPU in cpus_available() else None
+        return run_h2load(target, method, payloads, rate, args.duration, cpu=cpu)
+    return run_open_loop(
+        target, method, payloads, rate, args.duration, args.processes, cpus=client_cpus()
+    )
+
+
 # --- the step ----------------------------------------------------------------------------------
 
 
@@ -272,7 +315,11 @@ def result_point(system: str, r: Any) -> dict[str, Any]:
         "p99_us": lat["p99"],
         "p999_us": lat["p99.9"],
         "max_us": lat["max"],
+        "client": getattr(r, "client", "python"),
         "client_cpu_util": [round(u, 3) for u in r.client_cpu_util],
+        # h2load only: its own latency (from its actual send) and how far sends trailed the plan
+        "p99_from_send_us": getattr(r, "latency_us_from_send", {}).get("p99"),
+        "send_lag_p99_us": getattr(r, "send_lag_us", {}).get("p99"),
         "by_method_p99_us": {
             m.rsplit("/", 1)[-1]: v["p99"] for m, v in r.latency_us_by_method.items()
         },
@@ -288,7 +335,11 @@ FAILURE_CODES = frozenset(
 
 
 def failures(point: dict[str, Any]) -> int:
-    return sum(v for k, v in point["errors"].items() if k in FAILURE_CODES)
+    return sum(
+        v
+        for k, v in point["errors"].items()
+        if k in FAILURE_CODES or k.startswith(("HTTP_", "H2LOAD_"))
+    )
 
 
 def holds(point: dict[str, Any], p99_us_max: float) -> bool:
@@ -371,6 +422,8 @@ def points_table(points: Sequence[dict[str, Any]]) -> str:
     for p in points:
         errs = ", ".join(f"{k}={v}" for k, v in sorted(p["errors"].items())) or "—"
         cpu = " ".join(f"{u:.0%}" for u in p["client_cpu_util"])
+        if p.get("client") == "h2load":
+            cpu = f"h2load {cpu}"
         rows.append(
             f"| {p['system']} | {p['offered_per_s']:,.0f} | {p['achieved_per_s']:,.0f} "
             f"| {p['p50_us']:,.0f} | {p['p90_us']:,.0f} | {p['p99_us']:,.0f} "

@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import ipaddress
 import json
+import math
 import multiprocessing as mp
 import os
 import resource
@@ -44,8 +45,13 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "H2loadLog",
     "Result",
+    "check_grpc_ok",
     "find_h2load",
+    "h2load_plan",
+    "parse_h2load_log",
+    "parse_h2load_stdout",
     "run_h2load",
     "check_loopback",
     "read_payloads",
@@ -84,11 +90,26 @@ class Result:
     client_cpu_util: list[float]  # CPU seconds / wall seconds, per worker (1.0 = one core busy)
     histogram: str = field(repr=False, default="")  # HdrHistogram, base64 (mergeable)
     latency_us_by_method: dict[str, dict[str, float]] = field(default_factory=dict)
+    client: str = "python"  # "python" (run_open_loop) or "h2load" (run_h2load)
+    latency_us_from_send: dict[str, float] = field(default_factory=dict)  # h2load's own figure
+    send_lag_us: dict[str, float] = field(default_factory=dict)  # h2load: send - intended send
 
     def summary(self) -> str:
         lat = self.latency_us
         errs = ", ".join(f"{k}={v}" for k, v in sorted(self.errors.items())) or "none"
         cpu = ", ".join(f"{u:.0%}" for u in self.client_cpu_util)
+        if self.client == "h2load":
+            sent = self.latency_us_from_send
+            lag = self.send_lag_us
+            return (
+                f"{self.method} @ {self.rate_per_s:,.0f}/s offered → "
+                f"{self.achieved_rate_per_s:,.0f}/s answered (h2load, {self.processes} clients); "
+                f"from the intended send: p50 {lat['p50']:.0f} µs, p90 {lat['p90']:.0f} µs, "
+                f"p99 {lat['p99']:.0f} µs, p99.9 {lat['p99.9']:.0f} µs, max {lat['max']:.0f} µs;"
+                f" from h2load's send: p50 {sent['p50']:.0f} µs, p99 {sent['p99']:.0f} µs; send "
+                f"lag p50 {lag['p50']:.0f} µs, p99 {lag['p99']:.0f} µs, max {lag['max']:.0f} µs;"
+                f" errors: {errs}; h2load CPU {cpu} of one core"
+            )
         return (
             f"{self.method} @ {self.rate_per_s:,.0f}/s offered → {self.achieved_rate_per_s:,.0f}/s "
             f"answered; p50 {lat['p50']:.0f} µs, p90 {lat['p90']:.0f} µs, p99 {lat['p99']:.0f} µs,"
@@ -489,85 +510,310 @@ def sweep_open_loop(
 
 
 # --- h2load (nghttp2-client): a C client, several times cheaper per request -------------------
+#
+# Open loop with h2load: `--rps R` schedules a client's requests on an absolute clock (request k
+# of a connection is due R⁻¹·k after its first; nghttp2's `rps_cb` counts the requests due since
+# the start, so a late tick sends the overdue ones at once and the schedule does not drift), and
+# h2load logs each request's actual send time and its duration from that send. Two things keep
+# that from being the open-loop latency on its own, and the code below handles both:
+#
+# - The rps timer ticks at most every 10 ms (`rps_watcher.repeat = max(0.01, 1 / rps)`), and
+#   each tick sends every request due: above 100/s a client sends bursts. So each h2load
+#   process runs ONE client at <= `H2LOAD_CLIENT_RPS_MAX`/s (one request per tick), and a rate
+#   is offered by ceil(rate / 100) processes started a fraction of a period apart.
+# - A tick can fire late (libev's epoll backend rounds waits up to whole milliseconds; a busy
+#   core delays it more), and a request held back because `-m` streams are in flight is sent
+#   when one closes: latency "from the send" then hides the wait (coordinated omission). One
+#   client per process makes the schedule known: request k (in order of send) was due at
+#   t_first + k / rps, so its latency from the intended time is end_k - due_k, and its send lag
+#   start_k - due_k. Both are reported; `latency_us` is the one from the intended time.
+#   `LIBEV_FLAGS=1` (libev's select backend, µs timer waits) keeps the lag small.
 
 H2LOAD_ENV = "OMNISTOCK_H2LOAD"  # path to an h2load binary when it is not on PATH
+H2LOAD_CLIENT_RPS_MAX = 100.0  # one request per rps tick (h2load ticks at most every 10 ms)
+H2LOAD_PROCESSES_MAX = 400  # 40,000/s at 100/s each
+H2LOAD_STREAMS = 256  # -m: in flight per connection before h2load holds requests back
+H2LOAD_LIBEV_FLAGS = "1"  # EVBACKEND_SELECT: timer waits in µs, not rounded up to 1 ms
+H2LOAD_HEADERS = ("content-type: application/grpc", "te: trailers")
+H2LOAD_FAILURES = ("H2LOAD_STREAM_FAILED", "H2LOAD_UNANSWERED")  # plus HTTP_<status>
 
 
 def find_h2load() -> str | None:
     return os.environ.get(H2LOAD_ENV) or shutil.which("h2load")
 
 
+@dataclass
+class H2loadLog:
+    """One h2load client's `--log-file`, set against its `--rps` schedule."""
+
+    ok: int  # HTTP 200 (gRPC answers travel as 200 + grpc-status trailers: see check_grpc_ok)
+    errors: dict[str, int]
+    first_start_us: int  # wall clock, µs since the epoch
+    last_end_us: int
+    from_due_us: list[int]  # latency from the intended send time (open loop)
+    from_send_us: list[int]  # latency as h2load measures it, from its actual send
+    lag_us: list[int]  # actual send - intended send (negative: sent early)
+
+    @property
+    def rows(self) -> int:
+        return len(self.from_send_us)
+
+
+def parse_h2load_log(text: str, rps: float) -> H2loadLog:
+    """Rows `start_µs<TAB>status<TAB>duration_µs` of ONE client sending at `rps` per second.
+    Request k in order of send was due at `first_start + k / rps`; its open-loop latency is
+    `max(duration, end - due)` (a request sent early is not credited with negative wait)."""
+    if not rps > 0:
+        raise ValueError("rps must be positive")
+    rows: list[tuple[int, int, int]] = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        cols = line.split("\t")
+        if len(cols) < 3:
+            raise ValueError(f"h2load log line {n}: expected 3 tab-separated columns: {line!r}")
+        rows.append((int(cols[0]), int(cols[1]), int(cols[2])))
+    rows.sort()
+    out = H2loadLog(0, {}, 0, 0, [], [], [])
+    if not rows:
+        return out
+    period_us = 1e6 / rps
+    t0 = rows[0][0]
+    out.first_start_us = t0
+    for k, (start, status, duration) in enumerate(rows):
+        due = t0 + round(k * period_us)
+        end = start + duration
+        out.last_end_us = max(out.last_end_us, end)
+        out.from_send_us.append(duration)
+        out.from_due_us.append(max(duration, end - due))
+        out.lag_us.append(start - due)
+        if status == 200:
+            out.ok += 1
+        else:
+            key = "H2LOAD_STREAM_FAILED" if status < 0 else f"HTTP_{status}"
+            out.errors[key] = out.errors.get(key, 0) + 1
+    return out
+
+
+def parse_h2load_stdout(text: str) -> dict[str, int]:
+    """h2load's summary counts: total, started, done, succeeded, failed, errored, timeout, 2xx."""
+    import re
+
+    out: dict[str, int] = {}
+    m = re.search(
+        r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+        r"(\d+) errored, (\d+) timeout",
+        text,
+    )
+    if m:
+        for name, value in zip(
+            ("total", "started", "done", "succeeded", "failed", "errored", "timeout"),
+            m.groups(),
+            strict=True,
+        ):
+            out[name] = int(value)
+    s = re.search(r"status codes: (\d+) 2xx", text)
+    if s:
+        out["2xx"] = int(s.group(1))
+    return out
+
+
+def h2load_plan(
+    rate_per_s: float, duration_s: float, processes: int | None = None
+) -> list[tuple[float, int]]:
+    """(rps, requests) per h2load process: `rate × duration` requests over ceil(rate / 100)
+    one-client processes (or `processes`), each at rate / processes per second."""
+    requests = min(int(rate_per_s * duration_s), REQUESTS_MAX)
+    if processes is None:
+        processes = math.ceil(rate_per_s / H2LOAD_CLIENT_RPS_MAX)
+    processes = max(1, min(processes, H2LOAD_PROCESSES_MAX, max(1, requests)))
+    base, extra = divmod(requests, processes)
+    rps = rate_per_s / processes
+    return [(rps, base + (1 if i < extra else 0)) for i in range(processes)]
+
+
+_GRPC_CHECKED: set[tuple[str, str, bytes, tuple[tuple[str, str], ...]]] = set()
+
+
+def check_grpc_ok(
+    target: str, method: str, payload: bytes, metadata: Sequence[tuple[str, str]] = ()
+) -> None:
+    """Send `payload` once through a real gRPC client; raise unless the answer is OK.
+    h2load sees HTTP statuses only, and gRPC errors come as HTTP 200 with a `grpc-status`
+    trailer: this is how a replayed request is known to be served, not refused."""
+    import grpc
+
+    key = (target, method, payload, tuple(metadata))
+    if key in _GRPC_CHECKED:
+        return
+    with grpc.insecure_channel(target) as channel:
+        call = channel.unary_unary(method, request_serializer=None, response_deserializer=None)
+        try:
+            call(payload, metadata=tuple(metadata) or None, timeout=DEADLINE_S)
+        except grpc.RpcError as exc:
+            code = exc.code().name if hasattr(exc, "code") else "?"
+            raise RuntimeError(
+                f"{method} at {target}: the request h2load would replay answers {code}"
+            ) from exc
+    _GRPC_CHECKED.add(key)
+
+
 def run_h2load(
     target: str,
     method: str,
-    payload: bytes,
+    payload: bytes | Sequence[bytes],
     rate_per_s: float,
     duration_s: float,
-    connections: int = 1,
+    connections: int | None = None,
     cpu: int | None = None,
     h2load: str | None = None,
+    metadata: Sequence[tuple[str, str]] = (),
+    validate: bool = True,
 ) -> Result:
-    """The same schedule driven by `h2load --rps` (one payload for every request; h2load sees
-    HTTP statuses only, so gRPC errors, which travel in trailers, are invisible to it: use it for
-    reads and the empty handler, not for checking outcomes). Latency comes from its per-request
-    log, measured from the actual send; its CPU from `RUSAGE_CHILDREN`."""
-    import tempfile
-
+    """Offer `rate_per_s` for `duration_s` (`rate × duration` requests) open loop with h2load:
+    `connections` one-client h2load processes (default ceil(rate / 100)), process i replaying
+    `payload[i % len]` (pre-encoded gRPC frame in a `-d` file), all pinned to `cpu`. Latency is
+    from each request's intended send time (see above); `latency_us_from_send` is h2load's own
+    figure and `send_lag_us` how far its sends trailed the schedule. CPU: every h2load
+    process's rusage (`os.wait4`). `validate`: send each payload once through a real gRPC
+    client first and refuse to run unless it answers OK (h2load cannot see gRPC statuses)."""
     from hdrh.histogram import HdrHistogram
 
     check_loopback(target)
     tool = h2load or find_h2load()
     if tool is None:
         raise FileNotFoundError(f"h2load not found (Debian: nghttp2-client; or set {H2LOAD_ENV})")
-    if not 0 < rate_per_s <= RATE_PER_S_MAX or not 0 < duration_s <= DURATION_S_MAX:
-        raise ValueError("rate_per_s or duration_s out of bounds")
-    requests = min(int(rate_per_s * duration_s), REQUESTS_MAX)
+    if not 0 < rate_per_s <= RATE_PER_S_MAX:
+        raise ValueError(f"rate_per_s must be in (0, {RATE_PER_S_MAX}]")
+    if not 0 < duration_s <= DURATION_S_MAX:
+        raise ValueError(f"duration_s must be in (0, {DURATION_S_MAX}]")
+    payloads = [payload] if isinstance(payload, bytes | bytearray) else list(payload)
+    if not payloads:
+        raise ValueError("payload: need at least one pre-encoded request")
+    plan = [(rps, n) for rps, n in h2load_plan(rate_per_s, duration_s, connections) if n > 0]
+    if not plan:
+        raise ValueError("no requests: raise the rate or the duration")
+    if validate:
+        for p in payloads[: len(plan)]:
+            check_grpc_ok(target, method, p, metadata)
+    pin = ["taskset", "-c", str(cpu)] if cpu is not None and shutil.which("taskset") else []
+    headers = [*H2LOAD_HEADERS, *(f"{k}: {v}" for k, v in metadata)]
+    env = {**os.environ, "LIBEV_FLAGS": H2LOAD_LIBEV_FLAGS}
+    import tempfile
+
     with tempfile.TemporaryDirectory(prefix="omnistock-h2load-") as tmp:
-        data = Path(tmp) / "request.grpc"
-        data.write_bytes(struct.pack(">BI", 0, len(payload)) + payload)
-        log = Path(tmp) / "requests.log"
-        cmd = [
-            tool, "-n", str(requests), "-c", str(connections), "-m", str(IN_FLIGHT_MAX // 20),
-            f"--rps={rate_per_s / connections:g}", "-d", str(data), f"--log-file={log}",
-            "-H", "content-type: application/grpc", "-H", "te: trailers",
-            f"http://{target}{method}",
-        ]  # fmt: skip
-        if cpu is not None and shutil.which("taskset"):
-            cmd = ["taskset", "-c", str(cpu), *cmd]
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        t0 = time.perf_counter()
-        subprocess.run(cmd, capture_output=True, check=True, timeout=duration_s + DRAIN_S_MAX + 30)
-        elapsed = time.perf_counter() - t0
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        for i, p in enumerate(payloads[: len(plan)]):
+            (Path(tmp) / f"request{i}.grpc").write_bytes(struct.pack(">BI", 0, len(p)) + p)
+        procs: list[subprocess.Popen[bytes]] = []
+        outs = []
+        # Start the clients a fraction of a period apart so their ticks interleave evenly.
+        spacing_s = 1.0 / plan[0][0] / len(plan)
+        spawn0 = time.perf_counter()
+        for i, (rps, n) in enumerate(plan):
+            cmd = [
+                *pin, tool, "-n", str(n), "-c", "1", "-m", str(H2LOAD_STREAMS),
+                f"--rps={rps:.6f}", "-d", str(Path(tmp) / f"request{i % len(payloads)}.grpc"),
+                f"--log-file={Path(tmp) / f'log{i}.tsv'}",
+                *(a for h in headers for a in ("-H", h)), f"http://{target}{method}",
+            ]  # fmt: skip
+            delay = spawn0 + i * spacing_s - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            out = open(Path(tmp) / f"out{i}.txt", "wb")  # noqa: SIM115 - closed below
+            outs.append(out)
+            procs.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env))
+        budget_s = duration_s + DRAIN_S_MAX + 30
+        cpu_s, statuses = _wait_all(procs, time.monotonic() + budget_s)
+        wall_s = time.perf_counter() - spawn0
+        for out in outs:
+            out.close()
         hist = HdrHistogram(1, LATENCY_US_MAX, 3)
+        hist_send = HdrHistogram(1, LATENCY_US_MAX, 3)
+        hist_lag = HdrHistogram(1, LATENCY_US_MAX, 3)
         errors: dict[str, int] = {}
-        ok = 0
-        for row in log.read_text().splitlines():
-            _, status, latency_us = row.split("\t")[:3]
-            hist.record_value(min(max(1, int(latency_us)), LATENCY_US_MAX))
-            if status == "200":
-                ok += 1
-            else:
-                errors[f"HTTP_{status}"] = errors.get(f"HTTP_{status}", 0) + 1
-    cpu_s = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+        ok = answered = ok_2xx = 0
+        lag_max = lag_min = 0
+        achieved = 0.0
+        first = last = 0
+        for i, (rps, n) in enumerate(plan):
+            log_path = Path(tmp) / f"log{i}.tsv"
+            log = parse_h2load_log(log_path.read_text() if log_path.exists() else "", rps)
+            summary = parse_h2load_stdout((Path(tmp) / f"out{i}.txt").read_text(errors="replace"))
+            ok_2xx += summary.get("2xx", 0)
+            for v in log.from_due_us:
+                hist.record_value(min(max(1, v), LATENCY_US_MAX))
+            for v in log.from_send_us:
+                hist_send.record_value(min(max(1, v), LATENCY_US_MAX))
+            for v in log.lag_us:
+                hist_lag.record_value(min(max(1, v), LATENCY_US_MAX))
+            if log.lag_us:
+                lag_max = max(lag_max, max(log.lag_us))
+                lag_min = min(lag_min, min(log.lag_us))
+            ok += log.ok
+            answered += log.rows
+            for k, v in log.errors.items():
+                errors[k] = errors.get(k, 0) + v
+            if log.rows < n:
+                errors["H2LOAD_UNANSWERED"] = errors.get("H2LOAD_UNANSWERED", 0) + n - log.rows
+            if statuses[i] != 0 and log.rows == 0:
+                errors["H2LOAD_EXIT"] = errors.get("H2LOAD_EXIT", 0) + 1
+            if log.rows:
+                # Each client's own rate over its own span: processes start a little apart, so
+                # the sum is the aggregate rate while they overlap, not diluted by the ramp.
+                span_s = max((log.last_end_us - log.first_start_us) / 1e6, n / rps)
+                achieved += log.rows / span_s
+                first = min(first, log.first_start_us) if first else log.first_start_us
+                last = max(last, log.last_end_us)
+    if ok_2xx != ok:  # the summary and the log disagree: trust neither
+        errors["H2LOAD_COUNT_MISMATCH"] = abs(ok_2xx - ok)
+        ok = min(ok, ok_2xx)
+    requests = sum(n for _, n in plan)
+    elapsed = max((last - first) / 1e6, 1e-9) if answered else wall_s
     return Result(
         target=target,
         method=method,
         rate_per_s=rate_per_s,
         duration_s=duration_s,
-        processes=1,
+        processes=len(plan),
         requests_scheduled=requests,
-        sent=ok + sum(errors.values()),
+        sent=answered + errors.get("H2LOAD_UNANSWERED", 0),
         ok=ok,
         errors=errors,
         elapsed_s=elapsed,
-        achieved_rate_per_s=(ok + sum(errors.values())) / max(elapsed, duration_s * 0.5),
+        achieved_rate_per_s=achieved,
         latency_us=_percentiles(hist),
-        send_lag_max_us=float("nan"),
+        send_lag_max_us=float(lag_max),
         client_cpu_s=[cpu_s],
-        client_cpu_util=[cpu_s / max(elapsed, 1e-9)],
+        client_cpu_util=[cpu_s / max(wall_s, 1e-9)],
         histogram=hist.encode().decode(),
+        client="h2load",
+        latency_us_from_send=_percentiles(hist_send),
+        send_lag_us={**_percentiles(hist_lag), "min": float(lag_min)},
     )
+
+
+def _wait_all(procs: Sequence[subprocess.Popen[bytes]], deadline: float) -> tuple[float, list]:
+    """Reap every process with `os.wait4` (its own rusage, unlike RUSAGE_CHILDREN, which also
+    counts any other child that exits meanwhile); kill what is still running at `deadline`.
+    (CPU seconds of all of them, exit statuses)."""
+    cpu_s = 0.0
+    statuses: list[int | None] = [None] * len(procs)
+    pending = set(range(len(procs)))
+    while pending:
+        for i in list(pending):
+            pid, status, ru = os.wait4(procs[i].pid, os.WNOHANG)
+            if pid:
+                statuses[i] = procs[i].returncode = os.waitstatus_to_exitcode(status)
+                cpu_s += ru.ru_utime + ru.ru_stime
+                pending.discard(i)
+        if pending and time.monotonic() > deadline:
+            for i in pending:
+                with contextlib.suppress(ProcessLookupError):
+                    procs[i].kill()
+            deadline = float("inf")
+        if pending:
+            time.sleep(0.02)
+    return cpu_s, statuses
 
 
 # --- self-test server: an empty handler, the floor of gRPC in Python ---------------------------
@@ -651,6 +897,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--self-test", action="store_true", help="run against a private empty server")
     ap.add_argument("--server-cpu", type=int, default=None, help="pin the self-test server")
     ap.add_argument("--h2load", action="store_true", help="drive with h2load --rps instead")
+    ap.add_argument("--h2load-clients", type=int, default=0,
+                    help="h2load processes (one client each); default rate / 100")  # fmt: skip
     ap.add_argument("--serve-empty", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.serve_empty:
@@ -669,8 +917,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             ap.error("--target is required (or --self-test)")
         if args.h2load:
             result = run_h2load(
-                target, args.method, payloads[0], args.rate, args.duration, args.processes,
-                cpu=cpus[0] if cpus else None,
+                target, args.method, payloads, args.rate, args.duration,
+                args.h2load_clients or None, cpu=cpus[0] if cpus else None, metadata=metadata,
             )  # fmt: skip
         else:
             result = run_open_loop(

@@ -3,12 +3,15 @@
 The server (`python -m server serve`, `taskset -c 0`, durability `sync` unless `--durability`)
 starts on a data directory seeded with the bench workload (`bench/workload.py`: by default
 10,000 SKUs × 216 nodes, ~700,000 positions, long-tailed stock, Zipf hot set), recovered from a
-snapshot. The open-loop Python workers (`bench/loadgen.py`) on the other core then step the
+snapshot. Open-loop load generators (`bench/loadgen.py`) on the other core then step the
 offered rate (×1.4 per step) for three series until p99 passes 1 ms:
 
-- `GetAvailability` (unary, one SKU at one node),
-- `Reserve` (unary, carts of 1–3 lines, fresh reservation ids every step),
-- the peak-sale mix (60 % GetAvailability, 20 % FindNearby, 15 % Reserve, 5 % Commit/Release).
+- `GetAvailability` (unary, one SKU at one node) with `--client`: h2load (the default when it is
+  found; one-client processes at ≤ 100/s each, latency from the intended send time) or the
+  Python workers,
+- `Reserve` (unary, carts of 1–3 lines, fresh reservation ids every step; Python workers),
+- the peak-sale mix (60 % GetAvailability, 20 % FindNearby, 15 % Reserve, 5 % Commit/Release;
+  Python workers).
 
 A step holds when p99 < 1 ms, ≥ 95 % of the offered rate was answered and fewer than 0.1 % of
 calls failed (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, client backlog…; business
@@ -31,6 +34,7 @@ from bench.harness import (
     CLIENT_CPU,
     M_AVAIL,
     ServerRun,
+    add_client_argument,
     best_rate,
     client_cpus,
     encode_ops,
@@ -40,6 +44,7 @@ from bench.harness import (
     peak_achieved,
     seed_data_dir,
     step_rates,
+    unary_open_loop,
     workdir,
     write_outputs,
 )
@@ -63,6 +68,7 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rate-max", type=float, default=30_000.0)
     p.add_argument("--factor", type=float, default=1.4, help="rate multiplier per step")
     p.add_argument("--processes", type=int, default=2, help="Python load processes (CPU 1)")
+    add_client_argument(p)
     p.add_argument("--skus", type=int, default=10_000)
     p.add_argument("--stores", type=int, default=200)
 
@@ -82,7 +88,11 @@ def spec_of(args: argparse.Namespace) -> Any:
 
 
 def series_runner(target: str, net: Any, series: str, args: argparse.Namespace, label: str):
-    """A `rate -> loadgen Result` function for one series (fresh reservation ids per step)."""
+    """A `rate -> loadgen Result` function for one series (fresh reservation ids per step).
+    GetAvailability goes through `--client` (h2load by default when found: each h2load client
+    process replays one of the generated queries); Reserve and the mix always use the Python
+    workers, because h2load sends the same body on every request and a reserve needs a fresh
+    reservation id each time (a replayed Reserve is an idempotent replay, not a reservation)."""
     from bench.loadgen import run_open_loop
     from bench.workload import PEAK_SALE_MIX, OpKind, generate_ops
 
@@ -98,8 +108,7 @@ def series_runner(target: str, net: Any, series: str, args: argparse.Namespace, 
             if not avail_payloads:
                 ops = only(net, OpKind.AVAILABILITY, min(count, 20_000), seed, prefix)
                 avail_payloads.extend(encode_ops(ops)[1])
-            return run_open_loop(target, M_AVAIL, avail_payloads, rate, args.duration,
-                                 args.processes, cpus=client_cpus())  # fmt: skip
+            return unary_open_loop(target, M_AVAIL, avail_payloads, rate, args)
         if series == "reserve":
             ops = only(net, OpKind.RESERVE, count, seed, prefix)
         elif series == "mix":
