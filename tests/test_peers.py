@@ -351,3 +351,55 @@ async def test_reserve_batch_through_the_front_never_oversells(backend: StockBac
             assert list(again.states) == list(answers[0].states)
     finally:
         await server.stop(None)
+
+
+async def test_redis_columns_fast_path_equals_reserve_many(redis_url: str) -> None:
+    # RedisLuaBackend.reserve_columns (ids and columns straight to the batch script) answers
+    # exactly what `reserve_many(cmd.to_reserves())` answers, for many lines or one line each.
+    commands = pytest.importorskip("engine.commands")
+    if not hasattr(commands, "ReserveColumns"):
+        pytest.skip("engine.commands has no ReserveColumns yet")
+    from bench.peers import columns_result
+    from bench.peers.redis_lua import RedisLuaBackend
+
+    stock = [("A", "N1", 3), ("B", "N1", 1), ("B", "N2", 2)]
+    many_lines = commands.ReserveColumns.build(
+        ["m1", "m2", "m3", "m1", "m1", "m4", "m5"],
+        [2, 2, 1, 2, 1, 3, 1],
+        ["A", "B", "A", "B", "Z", "A", "B", "A", "A", "B", "B", "A"],
+        ["N1", "N1", "N1", "N1", "N1", "N1", "N1", "N1", "N1", "N2", "N2", "N1"],
+        [1, 1, 1, 1, 1, 1, 1, 2, 1, 1, 1, 1],
+        60_000,
+    )
+    one_line = commands.ReserveColumns.build(
+        [f"o{i}" for i in range(6)] + ["m1"],
+        [1] * 7,
+        ["A", "B", "B", "Z", "A", "A", "A"],
+        ["N1", "N2", "N2", "N1", "N1", "N1", "N1"],
+        [1, 1, 1, 1, 1, 5, 1],
+        30_000,
+    )
+    answers = []
+    for fast in (True, False):
+        peer = RedisLuaBackend(redis_url, prefix=f"c{uuid.uuid4().hex[:8]}:")
+        try:
+            await peer.load(stock)
+            got = []
+            for cmd in (many_lines, one_line, many_lines):  # the third: every id replays
+                if fast:
+                    got.append(await peer.reserve_columns(cmd, T0))
+                else:
+                    outcomes = await peer.reserve_many(cmd.to_reserves(), T0)
+                    got.append(columns_result(outcomes, cmd.counts()))
+            got.append(await peer.availability("A", ["N1"], T0))
+            got.append(await peer.availability("B", ["N1", "N2"], T0))
+        finally:
+            await peer.close()
+        answers.append(got)
+    assert answers[0] == answers[1]
+    first = answers[0][0]
+    assert first.states == [1, 6, 6, 1, 6, 1, 1]  # m2: no B at N1 left; m3: no Z
+    assert list(first.rejections) == [4]  # m1 again with other content
+    assert first.replayed == [False, False, False, True, False, False, False]
+    assert first.held_qtys[:2] == [1, 1] and first.line_statuses[4] == 3  # Z: UNKNOWN_SKU
+    assert all(answers[0][2].replayed[k] for k in (0, 1, 2, 3, 5, 6))

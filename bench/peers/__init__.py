@@ -12,6 +12,9 @@ of the engine and the only difference in a comparison is the stock engine:
   one round trip (redis-lua: one batch script; postgres: one transaction). Each reservation is
   all or nothing on its own; they are judged in order, so a later one sees what earlier ones
   took, and a repeated id replays (same content) or conflicts with the earlier one.
+- `reserve_columns(ReserveColumns)` (optional) — `reserve_many(cmd.to_reserves())` answered as
+  a `ReserveColumnsResult`, without a Python object per reservation; a backend without it gets
+  `columns_result(await reserve_many(cmd.to_reserves()), cmd.counts())` from the front.
 - `commit(Commit)` — HELD and not expired → COMMITTED; COMMITTED again → replay; anything else
   → `FAILED_PRECONDITION WRONG_STATE`. Unknown id → `NOT_FOUND RESERVATION_NOT_FOUND`.
 - `release(Release)` — HELD or COMMITTED → RELEASED, units given back; a finished one → replay.
@@ -27,7 +30,7 @@ Implementations: `bench.peers.redis_lua.RedisLuaBackend`, `bench.peers.postgres.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from engine import limits
 from engine.codes import LineStatus, ReservationState
@@ -38,6 +41,7 @@ from engine.errors import Code, Rejection
 __all__ = [
     "Outcome",
     "StockBackend",
+    "columns_result",
     "conflict",
     "make_result",
     "not_found",
@@ -113,6 +117,37 @@ def make_result(
         created_at_ms=created_at_ms,
     )
     return ReservationResult(view, replayed)
+
+
+def columns_result(outcomes: Sequence[Outcome], counts: Any) -> Any:
+    """`reserve_many` outcomes as the `ReserveColumnsResult` a `ReserveColumns` answers with."""
+    from engine.commands import ReserveColumnsResult
+
+    states: list[int] = []
+    replayed: list[bool] = []
+    expires_at_ms: list[int] = []
+    held_qtys: list[int] = []
+    line_statuses: list[int] = []
+    rejections: dict[int, Rejection] = {}
+    for k, (outcome, n) in enumerate(zip(outcomes, counts.tolist(), strict=True)):
+        if isinstance(outcome, Rejection):
+            rejections[k] = outcome
+            states.append(int(ReservationState.REJECTED))
+            replayed.append(False)
+            expires_at_ms.append(0)
+            held_qtys += [0] * n
+            line_statuses += [0] * n
+            continue
+        view = outcome.reservation
+        states.append(int(view.state))
+        replayed.append(outcome.replayed)
+        expires_at_ms.append(view.expires_at_ms)
+        for line in view.lines:
+            held_qtys.append(line.held_qty)
+            line_statuses.append(int(line.status))
+    return ReserveColumnsResult(
+        states, replayed, expires_at_ms, held_qtys, line_statuses, rejections
+    )
 
 
 def _invalid(message: str) -> Rejection:

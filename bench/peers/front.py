@@ -4,8 +4,9 @@
 
 - `app.sequencer.submit(command)` / `submit_many(commands)` forward `Reserve`, `Commit` and
   `Release` to the backend's async methods (other commands are refused: peers have no supply
-  or sourcing); `journal_seq` is 0. A `submit_many` of reserves only (what `ReserveBatch` and
-  `StreamReserve` send) is ONE `backend.reserve_many` call: one round trip to the peer.
+  or sourcing); `journal_seq` is 0. A `ReserveColumns` (what `ReserveBatch` and
+  `StreamReserve` send) is ONE `backend.reserve_columns` call (or `reserve_many` of its
+  `to_reserves()`): one round trip to the peer; so is a `submit_many` of reserves only.
 - `app.ledger` answers the reads the AvailabilityService makes (`sku_id`, `node_id`,
   `availability_ids`) by asking the backend *synchronously* (a blocking redis-py / psycopg
   connection): `read_columns` in the servicer is synchronous, so a peer read holds the event loop
@@ -30,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.peers import columns_result
 from engine.codes import LineStatus
 from engine.commands import Commit, Release, Reserve
 from engine.errors import Code, EngineError, Rejection
@@ -37,6 +39,8 @@ from engine.errors import Code, EngineError, Rejection
 __all__ = ["PeerApp", "serve_front", "start_front"]
 
 _AVAILABLE = 6
+COLUMNS_MISFIT = Rejection(Code.INVALID_ARGUMENT, "INVALID_ARGUMENT", "line_counts: the columns "
+                           "do not fit together")  # fmt: skip
 UNSERVED = Rejection(Code.FAILED_PRECONDITION, "NOT_SERVED", "a peer backend serves only "
                      "Reserve, Commit, Release and point availability")  # fmt: skip
 
@@ -99,6 +103,13 @@ class PeerSequencer:
         b = self.backend
         if isinstance(command, Reserve):
             return await b.reserve(command)
+        if type(command).__name__ == "ReserveColumns":  # what ReserveBatch sends
+            if not command.consistent():
+                return COLUMNS_MISFIT
+            if hasattr(b, "reserve_columns"):
+                return await b.reserve_columns(command)
+            outcomes = await b.reserve_many(command.to_reserves())
+            return columns_result(outcomes, command.counts())
         if isinstance(command, Commit):
             return await b.commit(command)
         if isinstance(command, Release):

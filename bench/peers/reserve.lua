@@ -38,13 +38,14 @@ for _, id in ipairs(due) do
 end
 
 -- @reserve (everything above is the shared prelude: clock and lazy expiry)
--- One reservation whose lines are ARGV[a .. a + 3n - 1] (sku, node, qty, ...); ttl and n are the
--- strings the caller sent, so the stored content is byte-identical whichever script wrote it.
+-- One reservation whose lines are A[a .. a + 3n - 1] (sku, node, qty, ...; A is ARGV here, the
+-- unpacked batch in the batch script); ttl and n are the strings the caller sent, so the stored
+-- content is byte-identical whichever script wrote it.
 -- Returns {state, replayed, expires_ms, created_ms, statuses, content}; {-1} = ID_CONFLICT.
-local function reserve_one(rid, ttl, n_arg, a)
+local function reserve_one(rid, ttl, n_arg, A, a)
   local rk = P .. 'r:' .. rid
   local n = tonumber(n_arg)
-  local content = ttl .. '\31' .. n_arg .. '\31' .. table.concat(ARGV, '\31', a, a + 3 * n - 1)
+  local content = ttl .. '\31' .. n_arg .. '\31' .. table.concat(A, '\31', a, a + 3 * n - 1)
   local cur = redis.call('HMGET', rk, 'c', 'st', 'x', 't', 's')
   if cur[1] then
     if cur[1] ~= content then return {-1} end
@@ -54,13 +55,13 @@ local function reserve_one(rid, ttl, n_arg, a)
   -- All or nothing: lines of one position are judged on their sum.
   local need = {}
   for i = 0, n - 1 do
-    local pk = ARGV[a + 3 * i] .. '\31' .. ARGV[a + 1 + 3 * i]
-    need[pk] = (need[pk] or 0) + tonumber(ARGV[a + 2 + 3 * i])
+    local pk = A[a + 3 * i] .. '\31' .. A[a + 1 + 3 * i]
+    need[pk] = (need[pk] or 0) + tonumber(A[a + 2 + 3 * i])
   end
   local statuses = {}
   local ok = true
   for i = 0, n - 1 do
-    local sku, node = ARGV[a + 3 * i], ARGV[a + 1 + 3 * i]
+    local sku, node = A[a + 3 * i], A[a + 1 + 3 * i]
     local avail = redis.call('HGET', P .. 's:' .. sku, node)
     if not avail then
       statuses[i + 1] = 3  -- UNKNOWN_SKU (no such position)
@@ -75,8 +76,8 @@ local function reserve_one(rid, ttl, n_arg, a)
   local state, expires = 6, 0
   if ok then
     for i = 0, n - 1 do
-      redis.call('HINCRBY', P .. 's:' .. ARGV[a + 3 * i], ARGV[a + 1 + 3 * i],
-                 -tonumber(ARGV[a + 2 + 3 * i]))
+      redis.call('HINCRBY', P .. 's:' .. A[a + 3 * i], A[a + 1 + 3 * i],
+                 -tonumber(A[a + 2 + 3 * i]))
     end
     state = 1
     expires = now + tonumber(ttl)
@@ -89,4 +90,4 @@ local function reserve_one(rid, ttl, n_arg, a)
 end
 
 -- @single (above: prelude and reserve_one, shared with the batch script)
-return reserve_one(ARGV[3], ARGV[4], ARGV[5], 6)
+return reserve_one(ARGV[3], ARGV[4], ARGV[5], ARGV, 6)
