@@ -535,7 +535,6 @@ H2LOAD_PROCESSES_MAX = 400  # 40,000/s at 100/s each
 H2LOAD_STREAMS = 256  # -m: in flight per connection before h2load holds requests back
 H2LOAD_LIBEV_FLAGS = "1"  # EVBACKEND_SELECT: timer waits in µs, not rounded up to 1 ms
 H2LOAD_HEADERS = ("content-type: application/grpc", "te: trailers")
-H2LOAD_FAILURES = ("H2LOAD_STREAM_FAILED", "H2LOAD_UNANSWERED")  # plus HTTP_<status>
 
 
 def find_h2load() -> str | None:
@@ -596,7 +595,8 @@ def parse_h2load_log(text: str, rps: float) -> H2loadLog:
 
 
 def parse_h2load_stdout(text: str) -> dict[str, int]:
-    """h2load's summary counts: total, started, done, succeeded, failed, errored, timeout, 2xx."""
+    """h2load's summary counts: total, started, done, succeeded, failed, errored, timeout, 2xx,
+    and data_bytes (DATA payload received: a gRPC error answer is trailers-only, no DATA)."""
     import re
 
     out: dict[str, int] = {}
@@ -615,6 +615,9 @@ def parse_h2load_stdout(text: str) -> dict[str, int]:
     s = re.search(r"status codes: (\d+) 2xx", text)
     if s:
         out["2xx"] = int(s.group(1))
+    t = re.search(r"traffic: .*\((\d+)\) data", text)
+    if t:
+        out["data_bytes"] = int(t.group(1))
     return out
 
 
@@ -632,30 +635,32 @@ def h2load_plan(
     return [(rps, base + (1 if i < extra else 0)) for i in range(processes)]
 
 
-_GRPC_CHECKED: set[tuple[str, str, bytes, tuple[tuple[str, str], ...]]] = set()
+_GRPC_CHECKED: dict[tuple[str, str, bytes, tuple[tuple[str, str], ...]], int] = {}
 
 
 def check_grpc_ok(
     target: str, method: str, payload: bytes, metadata: Sequence[tuple[str, str]] = ()
-) -> None:
-    """Send `payload` once through a real gRPC client; raise unless the answer is OK.
+) -> int:
+    """Send `payload` once through a real gRPC client; raise unless the answer is OK. The
+    answer's size in bytes (cached per target, method, payload and metadata).
     h2load sees HTTP statuses only, and gRPC errors come as HTTP 200 with a `grpc-status`
     trailer: this is how a replayed request is known to be served, not refused."""
     import grpc
 
     key = (target, method, payload, tuple(metadata))
     if key in _GRPC_CHECKED:
-        return
+        return _GRPC_CHECKED[key]
     with grpc.insecure_channel(target) as channel:
         call = channel.unary_unary(method, request_serializer=None, response_deserializer=None)
         try:
-            call(payload, metadata=tuple(metadata) or None, timeout=DEADLINE_S)
+            answer = call(payload, metadata=tuple(metadata) or None, timeout=DEADLINE_S)
         except grpc.RpcError as exc:
             code = exc.code().name if hasattr(exc, "code") else "?"
             raise RuntimeError(
                 f"{method} at {target}: the request h2load would replay answers {code}"
             ) from exc
-    _GRPC_CHECKED.add(key)
+    _GRPC_CHECKED[key] = len(answer)
+    return len(answer)
 
 
 def run_h2load(
@@ -693,9 +698,11 @@ def run_h2load(
     plan = [(rps, n) for rps, n in h2load_plan(rate_per_s, duration_s, connections) if n > 0]
     if not plan:
         raise ValueError("no requests: raise the rate or the duration")
+    # Bytes of DATA one OK answer to each payload carries (5-byte gRPC prefix + message).
+    body_bytes: list[int | None] = [None] * len(payloads)
     if validate:
-        for p in payloads[: len(plan)]:
-            check_grpc_ok(target, method, p, metadata)
+        for i, p in enumerate(payloads[: len(plan)]):
+            body_bytes[i] = 5 + check_grpc_ok(target, method, p, metadata)
     pin = ["taskset", "-c", str(cpu)] if cpu is not None and shutil.which("taskset") else []
     headers = [*H2LOAD_HEADERS, *(f"{k}: {v}" for k, v in metadata)]
     env = {**os.environ, "LIBEV_FLAGS": H2LOAD_LIBEV_FLAGS}
@@ -749,7 +756,6 @@ def run_h2load(
             if log.lag_us:
                 lag_max = max(lag_max, max(log.lag_us))
                 lag_min = min(lag_min, min(log.lag_us))
-            ok += log.ok
             answered += log.rows
             for k, v in log.errors.items():
                 errors[k] = errors.get(k, 0) + v
@@ -757,6 +763,17 @@ def run_h2load(
                 errors["H2LOAD_UNANSWERED"] = errors.get("H2LOAD_UNANSWERED", 0) + n - log.rows
             if statuses[i] != 0 and log.rows == 0:
                 errors["H2LOAD_EXIT"] = errors.get("H2LOAD_EXIT", 0) + 1
+            # gRPC errors (RESOURCE_EXHAUSTED under overload, say) are HTTP 200 with no DATA:
+            # the answers missing from the DATA received are gRPC errors. Unvalidated, an OK
+            # answer has at least its 5-byte prefix: that finds errors, never invents them.
+            body = body_bytes[i % len(payloads)] or 5
+            if "data_bytes" in summary:
+                no_body = log.ok - round(summary["data_bytes"] / body)
+                if no_body > 0:
+                    errors["H2LOAD_GRPC_ERROR"] = errors.get("H2LOAD_GRPC_ERROR", 0) + no_body
+                    ok_2xx -= no_body
+                    log.ok -= no_body
+            ok += log.ok
             if log.rows:
                 # Each client's own rate over its own span: processes start a little apart, so
                 # the sum is the aggregate rate while they overlap, not diluted by the ramp.

@@ -79,6 +79,11 @@ def test_stdout_summary_is_parsed() -> None:
     counts = parse_h2load_stdout(text)
     assert counts["total"] == 2000 and counts["done"] == 1999 and counts["failed"] == 2
     assert counts["2xx"] == 1998
+    assert "data_bytes" not in counts
+    traffic = (
+        "traffic: 6.00KB (6145) total, 375B (375) headers (space savings 95.37%), 500B (500) data"
+    )
+    assert parse_h2load_stdout(text + traffic)["data_bytes"] == 500
     assert parse_h2load_stdout("h2load: connection refused") == {}
 
 
@@ -155,6 +160,9 @@ def test_h2load_open_loop_against_the_floor_server(floor_target: str) -> None:
     assert result.send_lag_us["min"] <= 0 <= result.send_lag_max_us  # the first is due at once
     with pytest.raises(RuntimeError, match="UNIMPLEMENTED"):
         run_h2load(floor_target, "/no.Such/Method", PAYLOAD, 100, 0.2)
+    # Unchecked, the gRPC errors (HTTP 200, trailers only) are found by the missing DATA.
+    refused = run_h2load(floor_target, "/no.Such/Method", PAYLOAD, 100, 0.2, validate=False)
+    assert refused.ok == 0 and refused.errors == {"H2LOAD_GRPC_ERROR": 20}
 
 
 def test_h2load_is_found_through_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
