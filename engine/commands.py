@@ -7,11 +7,14 @@ replayable. Results are plain Structs too, so the server can map them to protobu
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import IntEnum
 
 import msgspec
+import numpy as np
 
 from engine.codes import AdjustReason, LineStatus, MoveKind, NodeType, ReservationState
+from engine.errors import Rejection
 
 __all__ = [
     "Adjust",
@@ -34,6 +37,8 @@ __all__ = [
     "ReservationResult",
     "ReservationView",
     "ReservedLine",
+    "ReserveColumns",
+    "ReserveColumnsResult",
     "SetBackorderLimit",
     "SetOnHand",
     "SetSafetyStock",
@@ -56,6 +61,9 @@ __all__ = [
     "UnfulfilledLine",
     "UpsertNodes",
 ]
+
+
+_I64 = np.dtype("<i8")
 
 
 class _Struct(msgspec.Struct, frozen=True, forbid_unknown_fields=True, array_like=True):
@@ -157,6 +165,94 @@ class Reserve(_Command):
     ttl_ms: int
     allow_partial: bool = False
     group_id: str = ""
+
+
+class ReserveColumns(_Command):
+    """Many reservations in one command, as columns (the batch RPCs' shape).
+
+    Reservation k holds lines `starts[k] .. starts[k + 1] - 1` of the line columns, where starts
+    are the running sums of `line_counts`; `ttl_ms`, `allow_partial` and `group_id` apply to every
+    reservation. Applying it is exactly applying `to_reserves()` as one run of Reserve commands
+    (docs/ledger.md, "ReserveColumns"). Integer columns are little-endian int64 bytes: msgspec
+    copies them as one blob and numpy reads them without a copy.
+    """
+
+    reservation_ids: list[str]
+    line_counts: bytes  # int64 per reservation
+    skus: list[str]
+    node_ids: list[str]
+    qtys: bytes  # int64 per line
+    ttl_ms: int
+    allow_partial: bool = False
+    group_id: str = ""
+
+    @classmethod
+    def build(
+        cls,
+        reservation_ids: Sequence[str],
+        line_counts: Sequence[int] | np.ndarray,
+        skus: Sequence[str],
+        node_ids: Sequence[str],
+        qtys: Sequence[int] | np.ndarray,
+        ttl_ms: int,
+        allow_partial: bool = False,
+        group_id: str = "",
+    ) -> ReserveColumns:
+        return cls(
+            list(reservation_ids),
+            np.asarray(line_counts, _I64).tobytes(),
+            list(skus),
+            list(node_ids),
+            np.asarray(qtys, _I64).tobytes(),
+            ttl_ms,
+            allow_partial,
+            group_id,
+        )
+
+    def counts(self) -> np.ndarray:
+        """`line_counts` as int64[n] (a read-only view)."""
+        return np.frombuffer(self.line_counts, _I64)
+
+    def qty_column(self) -> np.ndarray:
+        """`qtys` as int64[lines] (a read-only view)."""
+        return np.frombuffer(self.qtys, _I64)
+
+    def consistent(self) -> bool:
+        """The columns fit together: one count per id, and as many lines as the counts say."""
+        if len(self.line_counts) % 8 or len(self.qtys) % 8:
+            return False
+        counts = self.counts()
+        n_lines = len(self.skus)
+        return (
+            counts.shape[0] == len(self.reservation_ids)
+            and bool((counts >= 0).all())
+            and int(counts.sum()) == n_lines
+            and len(self.node_ids) == n_lines
+            and len(self.qtys) == 8 * n_lines
+        )
+
+    def reserve_at(self, k: int, l0: int | None = None) -> Reserve:
+        """Reservation k as a plain Reserve (`l0`: its first line, when the caller knows it)."""
+        counts = self.counts()
+        if l0 is None:
+            l0 = int(counts[:k].sum())
+        l1 = l0 + int(counts[k])
+        qtys = self.qty_column()[l0:l1].tolist()
+        lines = tuple(map(Line, self.skus[l0:l1], self.node_ids[l0:l1], qtys))
+        return Reserve(
+            self.reservation_ids[k], lines, self.ttl_ms, self.allow_partial, self.group_id
+        )
+
+    def to_reserves(self) -> list[Reserve]:
+        """The exact equivalent as plain Reserve commands, in order."""
+        if not self.consistent():
+            raise ValueError("ReserveColumns: the columns do not fit together")
+        out = []
+        l0 = 0
+        for k, count in enumerate(self.counts().tolist()):
+            out.append(self.reserve_at(k, l0))
+            l0 += count
+        return out
 
 
 class Commit(_Command):
@@ -266,6 +362,7 @@ class SetThresholds(_Command):
 
 Command = (
     Reserve
+    | ReserveColumns
     | Commit
     | Release
     | Extend
@@ -315,6 +412,20 @@ class ReservationView(msgspec.Struct, frozen=True):
 class ReservationResult(msgspec.Struct, frozen=True):
     reservation: ReservationView
     replayed: bool
+
+
+class ReserveColumnsResult(msgspec.Struct, frozen=True):
+    """The outcome of a ReserveColumns, as columns: per reservation `states` (REJECTED for an item
+    in `rejections`), `replayed` and `expires_at_ms` (0 unless HELD); per line `held_qtys` (units
+    still held) and `line_statuses` (0 for the lines of an item in `rejections`). `rejections`
+    maps an item's index to the Rejection its Reserve would have got."""
+
+    states: list[int]
+    replayed: list[bool]
+    expires_at_ms: list[int]
+    held_qtys: list[int]
+    line_statuses: list[int]
+    rejections: dict[int, Rejection]
 
 
 class SupplyResult(msgspec.Struct, frozen=True):

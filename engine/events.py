@@ -45,6 +45,7 @@ from engine.commands import (
     Fulfil,
     Release,
     Reserve,
+    ReserveColumns,
     SetThresholds,
     SourceReserve,
     UpsertGroups,
@@ -193,6 +194,12 @@ class Tracker:
                 r = res_ids.get(cmd.reservation_id)
                 if r is not None:
                     rs.append(r)
+            elif type(cmd) is ReserveColumns:
+                # The positions of its reservations, as its Reserve commands would give them.
+                found = list(map(res_ids.get, cmd.reservation_ids))
+                if None in found:
+                    found = [r for r in found if r is not None]
+                rs.extend(found)  # type: ignore[arg-type]
             elif isinstance(cmd, UpsertNodes):
                 nodes = ledger._nodes.ids
                 scan.extend(nodes[spec.node_id] for spec in cmd.nodes if spec.node_id in nodes)

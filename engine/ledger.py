@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from itertools import repeat
 from typing import Any
 
 import msgspec
@@ -45,6 +46,8 @@ from engine.commands import (
     ReservationResult,
     ReservationView,
     Reserve,
+    ReserveColumns,
+    ReserveColumnsResult,
     ReservedLine,
     SetBackorderLimit,
     SetOnHand,
@@ -287,6 +290,48 @@ def _room_for(names: _Names, name: str, count_max: int, what: str) -> Rejection 
     return None
 
 
+_HELD = int(ReservationState.HELD)
+_REJECTED = int(ReservationState.REJECTED)
+
+
+def _columns_fit(cmd: ReserveColumns) -> bool:
+    """The columns of `cmd` fit together (else it has no Reserve equivalent)."""
+    try:
+        return (
+            type(cmd.line_counts) is bytes
+            and type(cmd.qtys) is bytes
+            and type(cmd.reservation_ids) is list
+            and type(cmd.skus) is list
+            and type(cmd.node_ids) is list
+            and cmd.consistent()
+        )
+    except (TypeError, ValueError):
+        return False
+
+
+def _ids_plain(column: list[str]) -> bool:
+    """Every id of `column` is a str of 1..ID_BYTES_MAX ASCII characters (checked at C speed)."""
+    try:
+        joined = "".join(column)
+    except TypeError:
+        return False
+    if not joined.isascii():
+        return False
+    if not column:
+        return True
+    lengths = np.fromiter(map(len, column), np.int64, len(column))
+    return bool(lengths.min() >= 1 and lengths.max() <= _ID_CHARS_PLAIN_MAX)
+
+
+def _ids_plain_each(column: list[str]) -> np.ndarray:
+    """`_ids_plain` per id, as bool[n] (False = maybe invalid: `_check_id` decides)."""
+    return np.fromiter(
+        (type(x) is str and 0 < len(x) <= _ID_CHARS_PLAIN_MAX and x.isascii() for x in column),
+        np.bool_,
+        len(column),
+    )
+
+
 class Ledger:
     """The in-memory stock ledger. Single-threaded: one writer applies batches in order."""
 
@@ -318,7 +363,9 @@ class Ledger:
         self._group_specs: list[GroupSpec | None] = []
         self._res_ids: dict[str, int] = {}
         self._res_names: list[str | None] = []
-        self._res_content: list[bytes | None] = []
+        # A reservation's content is `_encode(Reserve(...))`; one made by a ReserveColumns keeps
+        # (command, item, first line) until its bytes are first needed (`_content`).
+        self._res_content: list[bytes | tuple[ReserveColumns, int, int] | None] = []
         self._res_free: list[int] = []
         # Ids with a final outcome, oldest first: (final_at_ms, kind, id); kind r/q/t.
         self._final: deque[tuple[int, str, str]] = deque()
@@ -338,6 +385,7 @@ class Ledger:
         self._events = events.Tracker()
         self._handlers: dict[type, Callable[[list[Any], int], list[Outcome]]] = {
             Reserve: self._reserve_run,
+            ReserveColumns: self._reserve_columns_one,
             Commit: self._commit_run,
             Release: self._release_run,
             Extend: self._extend_one,
@@ -531,7 +579,7 @@ class Ledger:
             content = _encode(cmd)
             r = self._res_ids.get(cmd.reservation_id)
             if r is not None:
-                if self._res_content[r] != content:
+                if self._content(r) != content:
                     out[k] = _reject(
                         Code.ALREADY_EXISTS,
                         "ID_CONFLICT",
@@ -606,7 +654,7 @@ class Ledger:
         rid = cmd.reservation_id
         r = self._res_ids.get(rid)
         if r is not None:
-            if self._res_content[r] != content:
+            if self._content(r) != content:
                 return _reject(
                     Code.ALREADY_EXISTS,
                     "ID_CONFLICT",
@@ -658,6 +706,291 @@ class Ledger:
         if view.state is ReservationState.REJECTED:
             self._final.append((now, "r", rid))
         return ReservationResult(view, False)
+
+    # --- columnar reserves (ReserveColumns) --------------------------------------------------
+
+    def _content(self, r: int) -> bytes:
+        """Reservation r's content, `_encode(Reserve(...))`, made now if a ReserveColumns left a
+        reference (replays, conflicts and snapshots compare or store these bytes)."""
+        content = self._res_content[r]
+        if type(content) is not bytes:
+            assert content is not None
+            cols, k, l0 = content
+            content = _encode(cols.reserve_at(k, l0))
+            self._res_content[r] = content
+        return content
+
+    def _contents(self) -> list[bytes | None]:
+        """Every content as bytes (for export_state, which must not depend on how ids came)."""
+        contents = self._res_content
+        for r, content in enumerate(contents):
+            if type(content) is tuple:
+                self._content(r)
+        return contents  # type: ignore[return-value]
+
+    def _reserve_of(self, r: int) -> Reserve:
+        """Reservation r's content as a Reserve command."""
+        content = self._res_content[r]
+        assert content is not None
+        if type(content) is tuple:
+            cols, k, l0 = content
+            return cols.reserve_at(k, l0)
+        memo = self._view_memo
+        if memo is not None and memo[0] is content:
+            return memo[1]
+        cmd = _reserve_decoder.decode(content)
+        self._view_memo = (content, cmd)
+        return cmd
+
+    def _reserve_columns_one(self, cmds: list[ReserveColumns], now: int) -> list[Outcome]:
+        return [self._reserve_columns(cmds[0], now)]
+
+    def _reserve_columns(self, cmd: ReserveColumns, now: int) -> Outcome:
+        """Exactly `_reserve_run(cmd.to_reserves())`, with columns in and columns out: checks
+        over whole columns, one id lookup per reservation, one kernel call, result columns read
+        back from the arrays (docs/ledger.md, "ReserveColumns")."""
+        if not _columns_fit(cmd):
+            return _invalid(
+                "line_counts", "the columns do not fit together (one count per reservation id, "
+                "sum(line_counts) lines in skus, node_ids and qtys)"
+            )  # fmt: skip
+        rids = cmd.reservation_ids
+        n = len(rids)
+        counts = cmd.counts()
+        starts = np.zeros(n + 1, np.int64)
+        np.cumsum(counts, out=starts[1:])
+        rejections = self._reserve_columns_invalid(cmd, counts, starts)
+        # Ids: one lookup each. The common case (all valid, all new, no id twice, room for every
+        # hold) takes the ids in bulk; anything else goes item by item, as `_reserve_run` does.
+        res_ids = self._res_ids
+        item_r = np.full(n, -1, np.int64)
+        replayed = np.zeros(n, np.bool_)
+        held_before = self._ctr.item(C_HELD)
+        if not rejections:
+            ks = range(n)
+            valid_rids = rids
+        else:
+            ks = [k for k in range(n) if k not in rejections]
+            valid_rids = [rids[k] for k in ks]
+        m = len(valid_rids)
+        if (
+            held_before + m <= limits.RESERVATIONS_ACTIVE_MAX
+            and len(dict.fromkeys(valid_rids)) == m
+            and res_ids.keys().isdisjoint(valid_rids)
+        ):
+            fresh = np.asarray(ks, np.int64)
+            appended = not self._res_free
+            fresh_rs = self._new_res_indexes(m)
+            res_ids.update(zip(valid_rids, fresh_rs, strict=True))
+            names = self._res_names
+            contents = self._res_content
+            refs = zip(repeat(cmd), ks, starts[fresh].tolist())
+            if appended and m:  # all new indexes at the end: slices, no loop
+                names[-m:] = valid_rids
+                contents[-m:] = refs
+            else:
+                for r, rid, ref in zip(fresh_rs, valid_rids, refs, strict=True):
+                    names[r] = rid
+                    contents[r] = ref
+        else:
+            fresh_list: list[int] = []
+            fresh_rs = []
+            for k, rid in zip(ks, valid_rids, strict=True):
+                r = res_ids.get(rid)
+                if r is not None:
+                    if self._content(r) != _encode(cmd.reserve_at(k, int(starts[k]))):
+                        rejections[k] = _reject(
+                            Code.ALREADY_EXISTS,
+                            "ID_CONFLICT",
+                            f"reservation_id {rid!r} was used with other content",
+                        )
+                    else:
+                        item_r[k] = r  # a replay, read back after the kernel ran
+                        replayed[k] = True
+                    continue
+                if held_before + len(fresh_list) >= limits.RESERVATIONS_ACTIVE_MAX:
+                    rejections[k] = _reject(
+                        Code.RESOURCE_EXHAUSTED,
+                        "OVERLOADED",
+                        f"more than {limits.RESERVATIONS_ACTIVE_MAX} live holds",
+                    )
+                    continue
+                r = self._new_res_index()
+                res_ids[rid] = r
+                self._res_names[r] = rid
+                self._res_content[r] = (cmd, k, int(starts[k]))
+                fresh_list.append(k)
+                fresh_rs.append(r)
+            fresh = np.asarray(fresh_list, np.int64)
+            rejections = dict(sorted(rejections.items()))
+        if fresh_rs:
+            rs = np.asarray(fresh_rs, np.int64)
+            item_r[fresh] = rs
+            self._reserve_columns_kernel(cmd, now, rs, fresh, counts, starts)
+            states = self._a["res"][rs, R_STATE]
+            for i in np.flatnonzero(states == _REJECTED).tolist():
+                self._final.append((now, "r", rids[int(fresh[i])]))
+        return self._reserve_columns_result(item_r, replayed, counts, starts, rejections)
+
+    def _new_res_indexes(self, count: int) -> list[int]:
+        """`count` calls of `_new_res_index`, in bulk (the same indexes in the same order)."""
+        free = self._res_free
+        take = min(len(free), count)
+        rs: list[int] = []
+        if take:
+            rs = free[len(free) - take :][::-1]
+            del free[len(free) - take :]
+        extra = count - take
+        if extra:
+            base = len(self._res_names)
+            rs.extend(range(base, base + extra))
+            self._res_names.extend([None] * extra)
+            self._res_content.extend([None] * extra)
+        return rs
+
+    def _reserve_columns_invalid(
+        self, cmd: ReserveColumns, counts: np.ndarray, starts: np.ndarray
+    ) -> dict[int, Rejection]:
+        """Each invalid item's Rejection, exactly as `_validate_reserve` words it for its Reserve.
+
+        Whole columns are checked at once; only items that may be bad are built as a Reserve."""
+        n = counts.shape[0]
+        qtys = cmd.qty_column()
+        scalars_ok = (
+            type(cmd.ttl_ms) is int
+            and limits.TTL_MS_MIN <= cmd.ttl_ms <= limits.TTL_MS_MAX
+            and _check_id(cmd.group_id, "group_id", required=False) is None
+        )
+        if scalars_ok:
+            maybe = (counts < 1) | (counts > limits.REQUEST_LINES_MAX)
+            line_bad = (qtys < 1) | (qtys > limits.QTY_MAX)
+            for column in (cmd.skus, cmd.node_ids):
+                if not _ids_plain(column):
+                    line_bad |= ~_ids_plain_each(column)
+            if line_bad.any():
+                sums = np.zeros(line_bad.shape[0] + 1, np.int64)
+                np.cumsum(line_bad, out=sums[1:])
+                maybe |= sums[starts[1:]] > sums[starts[:-1]]
+            if not _ids_plain(cmd.reservation_ids):
+                maybe |= ~_ids_plain_each(cmd.reservation_ids)
+            if not maybe.any():
+                return {}
+            candidates = np.flatnonzero(maybe).tolist()
+        else:
+            candidates = range(n)
+        rejections = {}
+        for k in candidates:
+            bad = self._validate_reserve(cmd.reserve_at(k, int(starts[k])))
+            if bad is not None:
+                rejections[k] = bad
+        return rejections
+
+    def _reserve_columns_kernel(
+        self,
+        cmd: ReserveColumns,
+        now: int,
+        rs: np.ndarray,
+        fresh: np.ndarray,
+        counts: np.ndarray,
+        starts: np.ndarray,
+    ) -> None:
+        """One reserve kernel call for the fresh items (`fresh`, their indexes `rs`)."""
+        m = rs.shape[0]
+        n = counts.shape[0]
+        fresh_counts = counts[fresh] if m < n else counts
+        lines_total = int(fresh_counts.sum())
+        a = self._a
+        ctr = self._ctr
+        heap_need = ctr.item(C_HEAP_LEN) + m
+        if (
+            a["res"].shape[0] < len(self._res_names)
+            or a["ln"].shape[0] < ctr.item(C_LINES_USED) + lines_total
+            or a["heap"].shape[0] < heap_need
+            or a["expired_out"].shape[0] < heap_need
+        ):
+            self._ensure(res=len(self._res_names), lines=lines_total, heap=m)
+        g = -1
+        if cmd.group_id:
+            g = self._groups.ids.get(cmd.group_id, _GROUP_UNKNOWN)
+        req = np.empty((m, reserve.REQ_COLS), np.int64)
+        req[:, reserve.Q_RES] = rs
+        req[:, reserve.Q_EXPIRES_MS] = now + cmd.ttl_ms
+        req[:, reserve.Q_ALLOW_PARTIAL] = bool(cmd.allow_partial)
+        req[:, reserve.Q_GROUP] = g
+        req[:, reserve.Q_LINE_COUNT] = fresh_counts
+        skus = cmd.skus
+        node_ids = cmd.node_ids
+        qtys = cmd.qty_column()
+        if m < n:
+            take = np.flatnonzero(np.repeat(np.isin(np.arange(n), fresh), counts))
+            skus = [skus[j] for j in take.tolist()]
+            node_ids = [node_ids[j] for j in take.tolist()]
+            qtys = qtys[take]
+        lines = np.empty((lines_total, 3), np.int64)
+        lines[:, 0] = np.fromiter(
+            map(self._skus.ids.get, skus, repeat(EMPTY)), np.int64, lines_total
+        )
+        lines[:, 1] = np.fromiter(
+            map(self._nodes.ids.get, node_ids, repeat(EMPTY)), np.int64, lines_total
+        )
+        lines[:, 2] = qtys
+        reserve.reserve(self._st, req, lines, now)
+        self._lines_live += lines_total
+
+    def _reserve_columns_result(
+        self,
+        item_r: np.ndarray,
+        replayed: np.ndarray,
+        counts: np.ndarray,
+        starts: np.ndarray,
+        rejections: dict[int, Rejection],
+    ) -> ReserveColumnsResult:
+        """Read every answered item back from the arrays (after the kernel: replays of an id
+        first held in this very command see it held, as `_reserve_run`'s replays do)."""
+        n = item_r.shape[0]
+        lines_total = int(starts[-1])
+        res = self._a["res"]
+        ln = self._a["ln"]
+        answered = item_r >= 0
+        if answered.all():
+            rows = res[item_r]
+            held = None
+            l0 = int(rows[0, R_LINE_START]) if n else 0
+            if n and not replayed.any() and int(rows[-1, R_LINE_START]) == l0 + int(starts[-2]):
+                # All fresh: their lines are one block of the arena, in item order.
+                block = ln[l0 : l0 + lines_total]
+                held = block[:, L_HELD]
+                statuses = block[:, L_STATUS]
+            states = rows[:, R_STATE]
+            expires = np.where(states == _HELD, rows[:, R_EXPIRES_MS], 0)
+        else:
+            held = None
+            rows = res[item_r[answered]]
+            states = np.full(n, _REJECTED, np.int64)
+            states[answered] = rows[:, R_STATE]
+            expires = np.zeros(n, np.int64)
+            expires[answered] = np.where(rows[:, R_STATE] == _HELD, rows[:, R_EXPIRES_MS], 0)
+        if held is None:
+            # Gather each answered item's lines from the arena into its place in the columns.
+            item_counts = counts[answered]
+            total = int(item_counts.sum())
+            firsts = np.zeros(item_counts.shape[0], np.int64)
+            np.cumsum(item_counts[:-1], out=firsts[1:]) if item_counts.shape[0] else None
+            step = np.arange(total, dtype=np.int64)
+            src = np.repeat(rows[:, R_LINE_START] - firsts, item_counts) + step
+            dst = np.repeat(starts[:-1][answered] - firsts, item_counts) + step
+            held = np.zeros(lines_total, np.int64)
+            statuses = np.zeros(lines_total, np.int64)
+            held[dst] = ln[src, L_HELD]
+            statuses[dst] = ln[src, L_STATUS]
+        return ReserveColumnsResult(
+            states.tolist(),
+            replayed.tolist(),
+            expires.tolist(),
+            held.tolist(),
+            statuses.tolist(),
+            rejections,
+        )
 
     def _lookup_res(self, reservation_id: str) -> int | Rejection:
         bad = _check_id(reservation_id, "reservation_id")
@@ -782,9 +1115,7 @@ class Ledger:
                     take[a] = int(ln[a, L_HELD])
         else:
             # A fulfil line names reservation lines by (sku, node), whatever their ids became.
-            content = self._res_content[r]
-            assert content is not None
-            names = [(x.sku, x.node_id) for x in _reserve_decoder.decode(content).lines]
+            names = [(x.sku, x.node_id) for x in self._reserve_of(r).lines]
             for i, line in enumerate(cmd.lines):
                 bad = _check_qty(line.qty, f"lines[{i}].qty")
                 if bad is not None:
@@ -845,14 +1176,7 @@ class Ledger:
     def _view(self, r: int, cmd: Reserve | None = None) -> ReservationView:
         """The reservation at index r; `cmd` is its content when the caller holds it (plain)."""
         if cmd is None:
-            content = self._res_content[r]
-            assert content is not None
-            memo = self._view_memo
-            if memo is not None and memo[0] is content:
-                cmd = memo[1]
-            else:
-                cmd = _reserve_decoder.decode(content)
-                self._view_memo = (content, cmd)
+            cmd = self._reserve_of(r)
         row = self._a["res"][r].tolist()
         l0 = row[R_LINE_START]
         cmd_lines = cmd.lines
@@ -1668,7 +1992,7 @@ class Ledger:
             groups=self._groups.names,
             group_specs=self._group_specs,
             res_names=self._res_names,
-            res_content=self._res_content,
+            res_content=self._contents(),
             res_free=self._res_free,
             final=list(self._final),
             requests=self._requests,

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 import msgspec
 
 from engine import limits
-from engine.commands import Batch, Command
+from engine.commands import Batch, Command, ReserveColumns
 from engine.ledger import Ledger, Outcome
 from engine.persistence import ENTRY_BYTES_MAX, Journal
 
@@ -148,6 +148,9 @@ class _Item:
 
 def _lines(command: Command) -> int:
     """Lines a command carries (its repeated field), at least 1."""
+    if type(command) is ReserveColumns:
+        # Columns: its lines, or its ids when there are more (each id is at most a line's bytes).
+        return max(1, len(command.skus), len(command.reservation_ids))
     for name in (
         "lines",
         "adjustments",

@@ -29,6 +29,7 @@ from engine.commands import (
     ReservationResult,
     ReservationView,
     Reserve,
+    ReserveColumns,
     ReservedLine,
     SetBackorderLimit,
     SetOnHand,
@@ -164,6 +165,7 @@ class Model:
     def _one(self, cmd: Any) -> Any:
         handler = {
             Reserve: self.reserve,
+            ReserveColumns: self.reserve_columns,
             Commit: self.commit,
             Release: self.release,
             Extend: self.extend,
@@ -382,6 +384,10 @@ class Model:
         else:
             self._finalize("r", cmd.reservation_id)
         return ReservationResult(self.view(cmd.reservation_id), False)
+
+    def reserve_columns(self, cmd: ReserveColumns) -> list[Any]:
+        """A ReserveColumns is its Reserve commands, one after the other: one outcome each."""
+        return [self.reserve(r) for r in cmd.to_reserves()]
 
     def _lookup(self, rid: Any) -> MRes | Rej:
         if self._bad_id(rid):

@@ -36,7 +36,10 @@ from engine.commands import (
     MoveLine,
     NodeSpec,
     Release,
+    ReservationResult,
     Reserve,
+    ReserveColumns,
+    ReserveColumnsResult,
     SetBackorderLimit,
     SetOnHand,
     SetSafetyStock,
@@ -93,6 +96,51 @@ invalid_reserve = st.one_of(
         st.tuples(st.builds(Line, sku, node, st.sampled_from((0, -1, 10**9 + 1)))),
         ttl,
     ),
+)
+
+
+def _columns(items: list[tuple[str, tuple[Line, ...]]], ttl_ms: int, partial: bool, group: str):
+    """A ReserveColumns of (reservation id, lines) items."""
+    lines = [x for _, item_lines in items for x in item_lines]
+    return ReserveColumns.build(
+        [rid for rid, _ in items],
+        [len(item_lines) for _, item_lines in items],
+        [x.sku for x in lines],
+        [x.node_id for x in lines],
+        [x.qty for x in lines],
+        ttl_ms,
+        partial,
+        group,
+    )
+
+
+# Items of a ReserveColumns: mostly valid, some with a bad id, no lines, too many bytes in a
+# non-ASCII id (which the column checks must not take for valid), or a bad quantity.
+column_item = st.one_of(
+    st.tuples(st.sampled_from(RES_IDS), lines),
+    st.tuples(st.sampled_from(RES_IDS), lines),
+    st.tuples(st.sampled_from(RES_IDS), lines),
+    st.tuples(st.sampled_from(("", "x" * 129, "é" * 65, "é" * 3)), lines),
+    st.tuples(st.sampled_from(RES_IDS), st.just(())),
+    st.tuples(
+        st.sampled_from(RES_IDS),
+        st.lists(
+            st.one_of(
+                line,
+                st.builds(Line, st.sampled_from(("", "ß" * 70, "ß")), node, small),
+                st.builds(Line, sku, node, st.sampled_from((0, -1, 10**9 + 1))),
+            ),
+            min_size=1,
+            max_size=3,
+        ).map(tuple),
+    ),
+)
+reserve_columns = st.builds(
+    _columns,
+    st.lists(column_item, max_size=6),
+    st.sampled_from((1_000, 1_500, 2_000, 3_000, 3_000, 999)),
+    st.booleans(),
+    st.sampled_from(("", "", "g0", "g1", "gX", "x" * 129)),
 )
 res_id = st.sampled_from(RES_IDS + ("rX",))
 commit = st.builds(Commit, res_id)
@@ -173,6 +221,8 @@ command = st.one_of(
     reserve,
     reserve,
     invalid_reserve,
+    reserve_columns,
+    reserve_columns,
     commit,
     commit,
     release,
@@ -198,6 +248,42 @@ def normalize(outcome: Any) -> Any:
         assert outcome.message
         return Rej(outcome.code.value, outcome.reason)
     return outcome
+
+
+def engine_columns(cmd: ReserveColumns, got: ReserveColumnsResult) -> list[Any]:
+    """A ReserveColumns outcome per item: a Rej, or (state, replayed, expires, line answers)."""
+    n = len(cmd.reservation_ids)
+    counts = cmd.counts().tolist()
+    assert len(got.states) == len(got.replayed) == len(got.expires_at_ms) == n
+    assert len(got.held_qtys) == len(got.line_statuses) == sum(counts)
+    assert all(0 <= k < n for k in got.rejections)
+    out: list[Any] = []
+    l0 = 0
+    for k, count in enumerate(counts):
+        item_lines = tuple(
+            zip(got.held_qtys[l0 : l0 + count], got.line_statuses[l0 : l0 + count], strict=True)
+        )
+        l0 += count
+        item = (got.states[k], got.replayed[k], got.expires_at_ms[k], item_lines)
+        if k in got.rejections:
+            # A refused item holds nothing and says so in every column.
+            assert item == (int(ReservationState.REJECTED), False, 0, ((0, 0),) * count), item
+            out.append(normalize(got.rejections[k]))
+        else:
+            out.append(item)
+    return out
+
+
+def model_columns(results: list[Any]) -> list[Any]:
+    out: list[Any] = []
+    for result in results:
+        if isinstance(result, ReservationResult):
+            view = result.reservation
+            item_lines = tuple((x.held_qty, int(x.status)) for x in view.lines)
+            out.append((int(view.state), result.replayed, view.expires_at_ms, item_lines))
+        else:
+            out.append(normalize(result))
+    return out
 
 
 def engine_positions(ledger: Ledger) -> dict[tuple[str, str], tuple[int, ...]]:
@@ -265,6 +351,9 @@ class LedgerVsModel(RuleBasedStateMachine):
         want, expired = self.model.apply(self.now, commands)
         assert len(got.results) == len(commands)
         for cmd, g, w in zip(commands, got.results, want, strict=True):
+            if type(cmd) is ReserveColumns:
+                assert engine_columns(cmd, g) == model_columns(w), cmd
+                continue
             assert normalize(g) == w, cmd
         # Exactly the due holds expire, in expiry order (ties: the order deadlines were set).
         assert got.expired == expired
@@ -332,6 +421,27 @@ class LedgerVsModel(RuleBasedStateMachine):
     @rule(step_ms=dt, data=st.data())
     def resend(self, step_ms: int, data: st.DataObject) -> None:
         self.run(step_ms, [data.draw(st.sampled_from(self.sent))])
+
+    @precondition(lambda self: any(type(c) in (Reserve, ReserveColumns) for c in self.sent))
+    @rule(step_ms=dt, data=st.data())
+    def resend_in_the_other_shape(self, step_ms: int, data: st.DataObject) -> None:
+        """A columnar reserve retried as unary Reserves, and unary Reserves retried as one
+        ReserveColumns: the same content is a replay either way."""
+        sent = [c for c in self.sent if type(c) in (Reserve, ReserveColumns)]
+        cmd = data.draw(st.sampled_from(sent))
+        if type(cmd) is ReserveColumns:
+            self.run(step_ms, list(cmd.to_reserves()))
+            return
+        alike = [
+            c
+            for c in sent
+            if type(c) is Reserve
+            and (c.ttl_ms, c.allow_partial, c.group_id)
+            == (cmd.ttl_ms, cmd.allow_partial, cmd.group_id)
+        ]
+        more = data.draw(st.lists(st.sampled_from(alike), max_size=3))
+        items = [(c.reservation_id, c.lines) for c in (cmd, *more)]
+        self.run(step_ms, [_columns(items, cmd.ttl_ms, cmd.allow_partial, cmd.group_id)])
 
     @rule(step_ms=st.sampled_from((1, 500, 999, 1_000, 1_001, 2_000, 4_000, 10_000)))
     def tick(self, step_ms: int) -> None:

@@ -20,7 +20,7 @@ from engine import limits
 from engine.codes import ReservationState
 from engine.commands import Commit as CommitCommand
 from engine.commands import Extend as ExtendCommand
-from engine.commands import Fulfil, Line, ReservationResult
+from engine.commands import Fulfil, ReservationResult, ReserveColumns
 from engine.commands import Release as ReleaseCommand
 from engine.commands import Reserve as ReserveCommand
 from engine.errors import Code, EngineError, Rejection
@@ -90,6 +90,61 @@ def _item_error(index: int, rejection: Rejection) -> types_pb2.BatchItemError:
         reason=rejection.reason,
         message=rejection.message,
     )
+
+
+def _plain_ids(column: list[str]) -> bool:
+    """Every id is 1..ID_BYTES_MAX ASCII characters (at C speed; `check_id` finds culprits)."""
+    if not "".join(column).isascii():
+        return False
+    lengths = np.fromiter(map(len, column), np.int64, len(column))
+    return bool(lengths.min() >= 1 and lengths.max() <= limits.ID_BYTES_MAX)
+
+
+def _item_errors(
+    ids: list[str],
+    line_counts: np.ndarray,
+    starts: np.ndarray,
+    skus: list[str],
+    node_ids: list[str],
+    qtys: np.ndarray,
+) -> dict[int, Rejection]:
+    """Each bad item's error: the checks run over whole columns, and only an item they flag is
+    looked at one field at a time (which words the error: first bad field of the item)."""
+    qty_bad = (qtys < 1) | (qtys > limits.QTY_MAX)
+    line_bad = qty_bad.copy()
+    for column in (skus, node_ids):
+        if not _plain_ids(column):
+            line_bad |= ~np.fromiter(
+                (0 < len(x) <= limits.ID_BYTES_MAX and x.isascii() for x in column),
+                np.bool_,
+                len(column),
+            )
+    maybe = line_counts == 0
+    if line_bad.any():
+        sums = np.zeros(line_bad.shape[0] + 1, np.int64)
+        np.cumsum(line_bad, out=sums[1:])
+        maybe |= sums[starts[1:]] > sums[starts[:-1]]
+    if not _plain_ids(ids):
+        maybe |= ~np.fromiter(
+            (0 < len(x) <= limits.ID_BYTES_MAX and x.isascii() for x in ids), np.bool_, len(ids)
+        )
+    errors: dict[int, Rejection] = {}
+    for r in np.flatnonzero(maybe).tolist():
+        l0 = int(starts[r])
+        l1 = int(starts[r + 1])
+        try:
+            check_id(ids[r], f"reservation_ids[{r}]")
+            if l0 == l1:
+                raise_invalid(f"line_counts[{r}]", "must be at least 1")
+            if qty_bad[l0:l1].any():
+                j = l0 + int(np.flatnonzero(qty_bad[l0:l1])[0])
+                check_qty(int(qtys[j]), f"qtys[{j}]")
+            for j in range(l0, l1):
+                check_id(skus[j], f"skus[{j}]")
+                check_id(node_ids[j], f"node_ids[{j}]")
+        except EngineError as exc:
+            errors[r] = exc.rejection
+    return errors
 
 
 class ReservationServicer(reservation_pb2_grpc.ReservationServiceServicer):
@@ -202,6 +257,8 @@ class ReservationServicer(reservation_pb2_grpc.ReservationServiceServicer):
     async def _reserve_batch(
         self, request: reservation_pb2.ReserveBatchRequest, context: grpc.aio.ServicerContext
     ) -> reservation_pb2.ReserveBatchResponse:
+        # Malformed columns refuse the whole call (INVALID_ARGUMENT, nothing applied); a bad item
+        # is an entry in `errors` and is left out of the one ReserveColumns command.
         ids = list(request.reservation_ids)
         count = len(ids)
         check_count(count, "reservation_ids")
@@ -219,70 +276,69 @@ class ReservationServicer(reservation_pb2_grpc.ReservationServiceServicer):
                 )
         check_ttl(request.ttl_ms)
         check_id(request.group_id, "group_id", required=False)
-        skus = request.skus
-        node_ids = request.node_ids
+        skus = list(request.skus)
+        node_ids = list(request.node_ids)
         qtys = np.array(request.qtys, np.int64)
-        qty_bad = (qtys < 1) | (qtys > limits.QTY_MAX)
         starts = np.zeros(count + 1, np.int64)
         np.cumsum(line_counts, out=starts[1:])
-        errors: dict[int, Rejection] = {}
-        commands: list[ReserveCommand] = []
-        submitted: list[int] = []
-        qty_list = qtys.tolist()
-        for r, (reservation_id, l0, l1) in enumerate(
-            zip(ids, starts[:-1].tolist(), starts[1:].tolist(), strict=True)
-        ):
-            try:
-                check_id(reservation_id, f"reservation_ids[{r}]")
-                if l0 == l1:
-                    raise_invalid(f"line_counts[{r}]", "must be at least 1")
-                if qty_bad[l0:l1].any():
-                    j = l0 + int(np.flatnonzero(qty_bad[l0:l1])[0])
-                    check_qty(qty_list[j], f"qtys[{j}]")
-                lines = []
-                for j in range(l0, l1):
-                    sku = skus[j]
-                    node_id = node_ids[j]
-                    check_id(sku, f"skus[{j}]")
-                    check_id(node_id, f"node_ids[{j}]")
-                    lines.append(Line(sku, node_id, qty_list[j]))
-            except EngineError as exc:
-                errors[r] = exc.rejection
-                continue
-            commands.append(
-                ReserveCommand(
-                    reservation_id,
-                    tuple(lines),
-                    request.ttl_ms,
-                    request.allow_partial,
-                    request.group_id,
-                )
+        errors = _item_errors(ids, line_counts, starts, skus, node_ids, qtys)
+        if not errors:
+            command = ReserveColumns(
+                ids,
+                line_counts.tobytes(),
+                skus,
+                node_ids,
+                qtys.tobytes(),
+                request.ttl_ms,
+                request.allow_partial,
+                request.group_id,
             )
-            submitted.append(r)
-        outcomes = await submit_many(self.app, context, commands)
-        states = [_REJECTED] * count
-        replayed = [False] * count
-        expires_at_ms = [0] * count
-        reserved_qtys = [0] * lines_total
-        line_statuses = [0] * lines_total
-        for r, outcome in zip(submitted, outcomes, strict=True):
-            if isinstance(outcome, Rejection):
-                errors[r] = outcome
-                continue
-            view = outcome.reservation
-            states[r] = int(view.state)
-            replayed[r] = outcome.replayed
-            expires_at_ms[r] = view.expires_at_ms
-            l0 = int(starts[r])
-            for k, line in enumerate(view.lines):
-                reserved_qtys[l0 + k] = line.held_qty
-                line_statuses[l0 + k] = int(line.status)
+            result = await submit(self.app, context, command)
+            errors = result.rejections
+            return reservation_pb2.ReserveBatchResponse(
+                states=result.states,
+                replayed=result.replayed,
+                expires_at_ms=result.expires_at_ms,
+                reserved_qtys=result.held_qtys,
+                line_statuses=result.line_statuses,
+                errors=[_item_error(r, errors[r]) for r in sorted(errors)] if errors else (),
+                batch_id=request.batch_id,
+            )
+        keep = np.ones(count, np.bool_)
+        keep[list(errors)] = False
+        states = np.full(count, _REJECTED, np.int64)
+        replayed = np.zeros(count, np.bool_)
+        expires_at_ms = np.zeros(count, np.int64)
+        held_qtys = np.zeros(lines_total, np.int64)
+        line_statuses = np.zeros(lines_total, np.int64)
+        if keep.any():
+            submitted = np.flatnonzero(keep)
+            line_keep = np.repeat(keep, line_counts)
+            line_idx = np.flatnonzero(line_keep).tolist()
+            command = ReserveColumns(
+                [ids[r] for r in submitted.tolist()],
+                line_counts[keep].tobytes(),
+                [skus[j] for j in line_idx],
+                [node_ids[j] for j in line_idx],
+                qtys[line_keep].tobytes(),
+                request.ttl_ms,
+                request.allow_partial,
+                request.group_id,
+            )
+            result = await submit(self.app, context, command)
+            for k, rejection in result.rejections.items():
+                errors[int(submitted[k])] = rejection
+            states[submitted] = result.states
+            replayed[submitted] = result.replayed
+            expires_at_ms[submitted] = result.expires_at_ms
+            held_qtys[line_keep] = result.held_qtys
+            line_statuses[line_keep] = result.line_statuses
         return reservation_pb2.ReserveBatchResponse(
-            states=states,
-            replayed=replayed,
-            expires_at_ms=expires_at_ms,
-            reserved_qtys=reserved_qtys,
-            line_statuses=line_statuses,
+            states=states.tolist(),
+            replayed=replayed.tolist(),
+            expires_at_ms=expires_at_ms.tolist(),
+            reserved_qtys=held_qtys.tolist(),
+            line_statuses=line_statuses.tolist(),
             errors=[_item_error(r, errors[r]) for r in sorted(errors)],
             batch_id=request.batch_id,
         )
