@@ -11,13 +11,26 @@ bytes:
   without FindNearby, which the peers cannot answer), stepped ×1.5 from `--rate-start` until the
   system saturates (< 95 % of the offered rate answered, or p99 over 1 s);
 - `reserve`: unary Reserve only, stepped the same way; its most successful answers/s in any step
-  is the system's reserves/s at saturation.
+  is the system's reserves/s at saturation;
+- `batched`: `ReserveBatch` of `--batch-size` (100) one-line reservations per call, closed loop
+  with `--batch-in-flight` (8) calls in flight per client process, for `--batch-seconds`: the
+  reserves/s each system answers when the per-call cost of the Python front is spread over a
+  batch (the peers take a batch in one round trip: redis-lua one batch script, postgres one
+  transaction). Fresh ids, uniformly random positions (some sold out: INSUFFICIENT answers count,
+  as the system still judged them), the SAME pre-encoded messages for every system.
+
+Durability is equal (`--durability`, default `sync`): omnistock `--durability sync|async|none`;
+the private redis-server `appendonly yes` + `appendfsync always` | `everysec` | no persistence;
+PostgreSQL `synchronous_commit` on for `sync`, off for `async` and `none` (per session; the
+cluster's fsync stays on, so PostgreSQL's `none` is its `async`).
 
 redis-direct (`bench/redis_direct.py`): the Lua reserve script sent straight to a private Redis
 on CPU 0 (unpipelined and 16 deep), no front at all.
 
-Targets: omnistock reserves/s at saturation ≥ 1.5× redis-lua and ≥ 10× postgres; p99 lower than
-both at equal offered load (compared at the highest mix rate every system answered).
+Targets: omnistock reserves/s at saturation ≥ 1.5× redis-lua and ≥ 10× postgres (reported for
+unary and batched reserves); p99 lower than both at equal offered load (compared at the highest
+mix rate every system answered). redis-direct keeps Redis without persistence (the per-core
+reference of the issue).
 
     python -m bench peers --json peers.json --plot peers.png
     python -m bench peers --quick --json /tmp/p.json      # seconds (tests)
@@ -65,6 +78,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--systems", default="omnistock,redis-lua,postgres")
     p.add_argument("--direct-requests", type=int, default=100_000)
     p.add_argument("--no-direct", action="store_true")
+    p.add_argument("--durability", choices=("sync", "async", "none"), default="sync",
+                   help="the same for every system (see the module doc)")  # fmt: skip
+    p.add_argument("--batch-size", type=int, default=100, help="reservations per ReserveBatch")
+    p.add_argument("--batch-in-flight", type=int, default=8, help="calls in flight per process")
+    p.add_argument("--batch-seconds", type=float, default=4.0)
+    p.add_argument("--batch-reserves-max", type=int, default=1_000_000,
+                   help="pre-encoded reservations (fresh ids; bounds memory)")  # fmt: skip
+    p.add_argument("--no-batched", action="store_true")
 
 
 def _mix() -> Any:
@@ -97,8 +118,8 @@ def _stepper(target: str, net: Any, series: str, args: argparse.Namespace, syste
 class _Front:
     """A peer front process (and what it needs), as a context manager yielding the target."""
 
-    def __init__(self, system: str, net: Any, tmp: Path) -> None:
-        self.system, self.net, self.tmp = system, net, tmp
+    def __init__(self, system: str, net: Any, tmp: Path, durability: str) -> None:
+        self.system, self.net, self.tmp, self.durability = system, net, tmp, durability
         self.redis: Any = None
         self.db = ""
         self.server: ServerRun | None = None
@@ -111,7 +132,7 @@ class _Front:
             from bench.peers.redis_lua import RedisLuaBackend
             from bench.redis_direct import _PrivateRedis
 
-            self.redis = _PrivateRedis(SERVER_CPU)
+            self.redis = _PrivateRedis(SERVER_CPU, self.durability)
             backend: Any = RedisLuaBackend(self.redis.url)
             argv += ["--url", self.redis.url]
         else:
@@ -124,7 +145,7 @@ class _Front:
                 admin.execute(f'CREATE DATABASE "{self.db}"')
             conninfo = f"{PG_ADMIN.replace('dbname=postgres', '')} dbname={self.db}"
             backend = PostgresBackend(conninfo, pool_size=8)
-            argv += ["--conninfo", conninfo]
+            argv += ["--conninfo", conninfo, "--durability", self.durability]
 
         async def load() -> int:
             if hasattr(backend, "open"):
@@ -154,13 +175,31 @@ class _Front:
                 admin.execute(f'DROP DATABASE IF EXISTS "{self.db}" WITH (FORCE)')
 
 
+def _batched(target: str, payloads: list[bytes], args: argparse.Namespace, system: str) -> Any:
+    from bench.batch import closed_loop
+    from bench.harness import M_RESERVE_BATCH
+
+    in_flight = args.batch_in_flight * args.processes
+    print(f"{system} batched: ReserveBatch x{args.batch_size}, {in_flight} in flight")
+    r = closed_loop(target, M_RESERVE_BATCH, payloads, args.batch_size, args.batch_seconds,
+                    args.batch_in_flight, args.processes, stream=False, reuse=False)  # fmt: skip
+    r["ran_out"] = r["seconds"] < 0.9 * args.batch_seconds
+    print(f"  {r['lines_per_s']:,.0f} reserves/s ({r['calls_per_s']:,.0f} calls/s), client CPU "
+          f"{r['client_cpu_util']:.0%}, errors {r['errors']}"
+          + ("  (ran out of pre-encoded messages)" if r["ran_out"] else ""))  # fmt: skip
+    return r
+
+
 def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, Any]:
     from bench.workload import WorkloadSpec
 
     if args.quick:
         args.duration, args.rate_start, args.rate_max = 1.0, 100.0, 150.0
         args.processes, args.skus, args.stores, args.direct_requests = 1, 200, 10, 2_000
+        args.batch_size, args.batch_in_flight, args.batch_seconds = 10, 2, 1.0
+        args.batch_reserves_max = 5_000
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    batched: dict[str, dict[str, Any]] = {}
     rates = geometric_rates(args.rate_start, args.rate_max, args.factor)
     spec = WorkloadSpec(skus_count=args.skus, stores_count=args.stores)
     points: dict[str, dict[str, list[dict[str, Any]]]] = {}
@@ -168,9 +207,17 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, An
         tmp = Path(tmp_s)
         data = tmp / "data"
         net = seed_data_dir(data, spec)
+        batch_payloads: list[bytes] = []
+        if not args.no_batched:
+            from bench.batch import reserve_payloads
+
+            calls = max(args.processes, args.batch_reserves_max // args.batch_size)
+            batch_payloads = reserve_payloads(net, args.batch_size, calls, seed=77, tag="pb")
         for system in systems:
             ctx: Any = (
-                ServerRun.omnistock(data) if system == "omnistock" else _Front(system, net, tmp)
+                ServerRun.omnistock(data, args.durability)
+                if system == "omnistock"
+                else _Front(system, net, tmp, args.durability)
             )
             with ctx as handle:
                 target = handle.target if isinstance(handle, ServerRun) else handle
@@ -181,6 +228,8 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, An
                         _stepper(target, net, series, args, system), f"{system} {series}",
                         rates, keep_going=0, p99_stop_us=P99_STOP_US,
                     )  # fmt: skip
+                if batch_payloads:
+                    batched[system] = _batched(target, batch_payloads, args, system)
     direct = None
     if not args.no_direct:
         from bench.redis_direct import _PrivateRedis, run_mode
@@ -217,12 +266,28 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, An
                 note="the mix, most successful answers/s in a step",
             )
         )
+    for s, r in batched.items():
+        figures.append(
+            Figure(
+                f"{s.replace('-', '_')}_batched_reserves_per_s",
+                r["lines_per_s"],
+                "reserves/s",
+                note=f"ReserveBatch x{args.batch_size} x 1 line, closed loop, "
+                f"{args.batch_in_flight * args.processes} in flight, errors {r['errors']}",
+            )
+        )
     if "omnistock" in sat:
         for peer, target in (("redis-lua", 1.5), ("postgres", 10.0)):
+            key = peer.replace("-", "_")
             if peer in sat:
                 figures.append(Figure(
-                    f"omnistock_vs_{peer.replace('-', '_')}_reserves", sat["omnistock"]
+                    f"omnistock_vs_{key}_reserves", sat["omnistock"]
                     / max(sat[peer], 1e-9), "ratio", target=target))  # fmt: skip
+            if peer in batched and "omnistock" in batched:
+                figures.append(Figure(
+                    f"omnistock_vs_{key}_batched_reserves", batched["omnistock"]["lines_per_s"]
+                    / max(batched[peer]["lines_per_s"], 1e-9), "ratio", target=target,
+                    note=f"durability {args.durability}"))  # fmt: skip
         # p99 at equal offered load: the highest mix rate every system answered (≥ 95 %).
         common = None
         for rate in rates:
@@ -271,8 +336,41 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, An
                     "reserves/CPU-s",
                 )
             )
-    extra = {"direct": direct, "positions": net.positions_count, "systems": systems}
+    extra = {
+        "direct": direct,
+        "positions": net.positions_count,
+        "systems": systems,
+        "durability": args.durability,
+        "batched": batched,
+    }
     payload = finish("peers", figures, args.json, None, extra=extra, argv=argv)
     flat = [p for s in systems for series in ("mix", "reserve") for p in points[s][series]]
-    write_outputs(payload, flat, args, "peers: same front, same offered rates")
+    title = f"peers: same front, same offered rates, durability {args.durability}"
+    table = write_outputs(payload, flat, args, title)
+    if batched:
+        _add_batched_table(args, payload, title, table, batched)
     return payload
+
+
+def _add_batched_table(
+    args: argparse.Namespace, payload: Any, title: str, table: str, batched: dict[str, Any]
+) -> None:
+    import json
+
+    rows = [
+        f"| system | ReserveBatch x{args.batch_size}: reserves/s | calls/s | client CPU | errors |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for s, r in batched.items():
+        rows.append(f"| {s} | {r['lines_per_s']:,.0f} | {r['calls_per_s']:,.0f} | "
+                    f"{r['client_cpu_util']:.0%} | {r['errors']} |")  # fmt: skip
+    md = "\n".join(rows)
+    print(md)
+    if args.json:
+        path = Path(args.json)
+        data = json.loads(path.read_text())
+        data["batched_table_md"] = md
+        path.write_text(json.dumps(data, indent=2) + "\n")
+        path.with_suffix(".md").write_text(
+            f"# {title}\n\n`{payload['command']}`\n\n{table}\n\n{md}\n"
+        )

@@ -241,17 +241,28 @@ def run_redis_benchmark(
     }
 
 
-class _PrivateRedis:
-    """A throwaway redis-server on a free loopback port, pinned to `cpu` when taskset exists."""
+# Durability as omnistock names it -> redis-server persistence: `sync` fsyncs the append-only
+# file before answering each write (`appendfsync always`), `async` once a second (`everysec`),
+# `none` keeps no file at all (RDB snapshots are off in every mode).
+REDIS_PERSISTENCE = {
+    "sync": ("--appendonly", "yes", "--appendfsync", "always"),
+    "async": ("--appendonly", "yes", "--appendfsync", "everysec"),
+    "none": ("--appendonly", "no"),
+}
 
-    def __init__(self, cpu: int | None) -> None:
+
+class _PrivateRedis:
+    """A throwaway redis-server on a free loopback port, pinned to `cpu` when taskset exists,
+    with the persistence of `durability` (REDIS_PERSISTENCE; its files in a temporary dir)."""
+
+    def __init__(self, cpu: int | None, durability: str = "none") -> None:
         self.dir = tempfile.mkdtemp(prefix="omnistock-redis-direct-")
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         cmd = [
             "redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", self.dir,
+            *REDIS_PERSISTENCE[durability], "--dir", self.dir,
         ]  # fmt: skip
         if cpu is not None and shutil.which("taskset"):
             cmd = ["taskset", "-c", str(cpu), *cmd]

@@ -96,6 +96,14 @@ def test_peers_quick(tmp_path: Path) -> None:
         assert _figure(data, f"{system}_mix_ok_per_s") > 0
     _figure(data, "omnistock_vs_redis_lua_reserves")
     _figure(data, "omnistock_vs_postgres_reserves")
+    for system in ("omnistock", "redis_lua", "postgres"):
+        assert _figure(data, f"{system}_batched_reserves_per_s") > 0
+    for peer in ("redis_lua", "postgres"):
+        _figure(data, f"omnistock_vs_{peer}_batched_reserves")
+        assert data["targets"][f"omnistock_vs_{peer}_batched_reserves"]["op"] == ">="
+    assert data["durability"] == "sync"
+    assert {r["errors"] for r in data["batched"].values()} == {0}
+    assert data["batched_table_md"].startswith("| system | ReserveBatch x10")
     assert _figure(data, "redis_direct_depth_16_reserves_per_s") > 0
     _points(data, {"omnistock mix", "redis-lua mix", "postgres reserve"})
 

@@ -403,3 +403,45 @@ async def test_redis_columns_fast_path_equals_reserve_many(redis_url: str) -> No
     assert first.replayed == [False, False, False, True, False, False, False]
     assert first.held_qtys[:2] == [1, 1] and first.line_statuses[4] == 3  # Z: UNKNOWN_SKU
     assert all(answers[0][2].replayed[k] for k in (0, 1, 2, 3, 5, 6))
+
+
+# --- equal durability: the peers' settings per mode ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mode", "appendonly", "appendfsync"),
+    [("sync", "yes", "always"), ("async", "yes", "everysec"), ("none", "no", None)],
+)
+def test_private_redis_persistence_per_durability(
+    mode: str, appendonly: str, appendfsync: str | None
+) -> None:
+    import redis
+
+    from bench.redis_direct import _PrivateRedis
+
+    private = _PrivateRedis(None, mode)
+    try:
+        with redis.Redis.from_url(private.url, decode_responses=True) as r:
+            assert r.config_get("appendonly")["appendonly"] == appendonly
+            assert r.config_get("save")["save"] == ""
+            if appendfsync is not None:
+                assert r.config_get("appendfsync")["appendfsync"] == appendfsync
+    finally:
+        private.close()
+
+
+@pytest.mark.parametrize("synchronous_commit", [True, False])
+async def test_postgres_synchronous_commit_per_session(
+    pg_conninfo: str, synchronous_commit: bool
+) -> None:
+    from bench.peers.postgres import PostgresBackend
+
+    peer = await PostgresBackend(pg_conninfo, 2, synchronous_commit=synchronous_commit).open()
+    try:
+        for _ in range(2):
+            async with peer._conn() as conn:
+                cur = await conn.execute("SHOW synchronous_commit")
+                row = await cur.fetchone()
+                assert row == ("on" if synchronous_commit else "off",)
+    finally:
+        await peer.close()
