@@ -15,7 +15,7 @@ import pytest
 
 from bench.peers import StockBackend
 from engine.codes import LineStatus, ReservationState
-from engine.commands import Commit, Line, Release, ReservationResult, Reserve
+from engine.commands import Commit, Line, Release, ReservationResult, Reserve, ReserveColumns
 from engine.errors import Code, Rejection
 from tests.redis_server import RedisServer
 
@@ -356,14 +356,11 @@ async def test_reserve_batch_through_the_front_never_oversells(backend: StockBac
 async def test_redis_columns_fast_path_equals_reserve_many(redis_url: str) -> None:
     # RedisLuaBackend.reserve_columns (ids and columns straight to the batch script) answers
     # exactly what `reserve_many(cmd.to_reserves())` answers, for many lines or one line each.
-    commands = pytest.importorskip("engine.commands")
-    if not hasattr(commands, "ReserveColumns"):
-        pytest.skip("engine.commands has no ReserveColumns yet")
     from bench.peers import columns_result
     from bench.peers.redis_lua import RedisLuaBackend
 
     stock = [("A", "N1", 3), ("B", "N1", 1), ("B", "N2", 2)]
-    many_lines = commands.ReserveColumns.build(
+    many_lines = ReserveColumns.build(
         ["m1", "m2", "m3", "m1", "m1", "m4", "m5"],
         [2, 2, 1, 2, 1, 3, 1],
         ["A", "B", "A", "B", "Z", "A", "B", "A", "A", "B", "B", "A"],
@@ -371,7 +368,7 @@ async def test_redis_columns_fast_path_equals_reserve_many(redis_url: str) -> No
         [1, 1, 1, 1, 1, 1, 1, 2, 1, 1, 1, 1],
         60_000,
     )
-    one_line = commands.ReserveColumns.build(
+    one_line = ReserveColumns.build(
         [f"o{i}" for i in range(6)] + ["m1"],
         [1] * 7,
         ["A", "B", "B", "Z", "A", "A", "A"],

@@ -34,7 +34,15 @@ from typing import Any, Protocol, runtime_checkable
 
 from engine import limits
 from engine.codes import LineStatus, ReservationState
-from engine.commands import Commit, Line, Release, ReservationResult, ReservationView, Reserve
+from engine.commands import (
+    Commit,
+    Line,
+    Release,
+    ReservationResult,
+    ReservationView,
+    Reserve,
+    ReserveColumnsResult,
+)
 from engine.commands import ReservedLine as _ReservedLine
 from engine.errors import Code, Rejection
 
@@ -119,10 +127,8 @@ def make_result(
     return ReservationResult(view, replayed)
 
 
-def columns_result(outcomes: Sequence[Outcome], counts: Any) -> Any:
+def columns_result(outcomes: Sequence[Outcome], counts: Any) -> ReserveColumnsResult:
     """`reserve_many` outcomes as the `ReserveColumnsResult` a `ReserveColumns` answers with."""
-    from engine.commands import ReserveColumnsResult
-
     states: list[int] = []
     replayed: list[bool] = []
     expires_at_ms: list[int] = []

@@ -33,7 +33,7 @@ import numpy as np
 
 from bench.peers import columns_result
 from engine.codes import LineStatus
-from engine.commands import Commit, Release, Reserve
+from engine.commands import Commit, Release, Reserve, ReserveColumns
 from engine.errors import Code, EngineError, Rejection
 
 __all__ = ["PeerApp", "serve_front", "start_front"]
@@ -103,7 +103,7 @@ class PeerSequencer:
         b = self.backend
         if isinstance(command, Reserve):
             return await b.reserve(command)
-        if type(command).__name__ == "ReserveColumns":  # what ReserveBatch sends
+        if isinstance(command, ReserveColumns):  # what ReserveBatch and StreamReserve send
             if not command.consistent():
                 return COLUMNS_MISFIT
             if hasattr(b, "reserve_columns"):

@@ -19,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from itertools import repeat
 from pathlib import Path
-from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -34,7 +33,7 @@ from bench.peers import (
 )
 from engine import limits
 from engine.codes import ReservationState
-from engine.commands import Commit, Line, Release, Reserve
+from engine.commands import Commit, Line, Release, Reserve, ReserveColumns, ReserveColumnsResult
 from engine.errors import Code, Rejection
 
 __all__ = [
@@ -261,13 +260,11 @@ class RedisLuaBackend:
         assert next(items, None) is None, "batch script answered more items than it was sent"
         return out
 
-    async def reserve_columns(self, cmd: Any, now_ms: int = 0) -> Any:
+    async def reserve_columns(self, cmd: ReserveColumns, now_ms: int = 0) -> ReserveColumnsResult:
         """A `ReserveColumns` (what ReserveBatch sends) straight from its columns to the batch
         script and back to a `ReserveColumnsResult`: the same script and outcomes as
         `reserve_many(cmd.to_reserves())`, without a Python object per reservation. Anything a
         Reserve would be refused for goes the `reserve_many` way, which words each refusal."""
-        from engine.commands import ReserveColumnsResult
-
         ids = cmd.reservation_ids
         counts = cmd.counts()
         qtys = cmd.qty_column()
