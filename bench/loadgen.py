@@ -18,9 +18,15 @@ Bounded: at most `RATE_PER_S_MAX`, `DURATION_S_MAX`, `REQUESTS_MAX`, `PROCESSES_
 `CLIENT_BACKLOG` and not sent, so memory stays bounded when a server stops answering).
 Loopback only: a target that is not 127.0.0.0/8, ::1, localhost or a unix socket is refused.
 
+A cheaper client for unary requests that may repeat: `run_h2load`, nghttp2's h2load replaying
+pre-encoded gRPC frames open loop, one client per h2load process at <= 100/s, latency from the
+intended send time recovered from its per-request log (see the h2load section below for why
+h2load's own figure is not open loop, and how gRPC errors are counted).
+
 CLI: `python -m bench.loadgen --target 127.0.0.1:50051 --method /pkg.Svc/Method \
---payloads FILE --rate 5000 --duration 10 --processes 1 [--json PATH]`, or `--self-test` to run
-against a built-in empty handler on a private server (the cost of the generator and of gRPC).
+--payloads FILE --rate 5000 --duration 10 --processes 1 [--h2load] [--json PATH]`, or
+`--self-test` to run against a built-in empty handler on a private server (the cost of the
+generator and of gRPC).
 """
 
 from __future__ import annotations
