@@ -63,6 +63,8 @@ from bench.harness import (
 
 # Step each system up to saturation (< 95 % answered), not just to a latency bound.
 P99_STOP_US = 1_000_000.0
+SETTLE_S_MAX = 60.0
+SETTLE_ANSWER_S = 0.05
 PG_ADMIN = os.environ.get("OMNISTOCK_BENCH_PG", "host=127.0.0.1 port=5432 dbname=postgres")
 
 
@@ -175,10 +177,33 @@ class _Front:
                 admin.execute(f'DROP DATABASE IF EXISTS "{self.db}" WITH (FORCE)')
 
 
+def _settle(target: str) -> float:
+    """Wait (≤ SETTLE_S_MAX) until the server answers a health check within SETTLE_ANSWER_S: the
+    unary steps end past saturation, with calls still queued in the server. Seconds waited."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    t0 = time.monotonic()
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() - t0 < SETTLE_S_MAX:
+            t = time.monotonic()
+            try:
+                stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=SETTLE_S_MAX)
+                if time.monotonic() - t < SETTLE_ANSWER_S:
+                    break
+            except grpc.RpcError:
+                time.sleep(0.5)
+    return time.monotonic() - t0
+
+
 def _batched(target: str, payloads: list[bytes], args: argparse.Namespace, system: str) -> Any:
     from bench.batch import closed_loop
     from bench.harness import M_RESERVE_BATCH
 
+    waited = _settle(target)
+    if waited > 1.0:
+        print(f"  {system}: waited {waited:.1f} s for the server to drain the last unary step")
     in_flight = args.batch_in_flight * args.processes
     print(f"{system} batched: ReserveBatch x{args.batch_size}, {in_flight} in flight")
     r = closed_loop(target, M_RESERVE_BATCH, payloads, args.batch_size, args.batch_seconds,
