@@ -180,7 +180,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, An
                 f"{names[s]}_peak_ok_per_s",
                 peak_achieved(points),
                 "req/s",
-                note="most successful answers/s in a step (Python clients)",
+                note="most successful answers/s in a step (open loop)",
             )
         )
     if avail_sat is not None and floor_sat is not None:
