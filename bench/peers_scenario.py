@@ -203,7 +203,7 @@ def _batched(target: str, payloads: list[bytes], args: argparse.Namespace, syste
 
     waited = _settle(target)
     if waited > 1.0:
-        print(f"  {system}: waited {waited:.1f} s for the server to drain the last unary step")
+        print(f"  {system}: waited {waited:.1f} s for the server to drain")
     in_flight = args.batch_in_flight * args.processes
     print(f"{system} batched: ReserveBatch x{args.batch_size}, {in_flight} in flight")
     r = closed_loop(target, M_RESERVE_BATCH, payloads, args.batch_size, args.batch_seconds,
@@ -248,6 +248,9 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, An
                 target = handle.target if isinstance(handle, ServerRun) else handle
                 points[system] = {}
                 for series in ("mix", "reserve"):
+                    waited = _settle(target)
+                    if waited > 1.0:
+                        print(f"  {system}: waited {waited:.1f} s for the server to drain")
                     print(f"{system} {series}: stepping from {rates[0]:,.0f}/s")
                     points[system][series] = step_rates(
                         _stepper(target, net, series, args, system), f"{system} {series}",
