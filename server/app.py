@@ -1,6 +1,6 @@
 """The server's lifecycle: build → bind → recover and warm up → SERVING → drain → final snapshot.
 
-`create_server(config)` builds the grpc.aio server (limits, interceptors, servicers, health,
+`create_server(config)` builds the grpc.aio server (limits, metrics/auth, servicers, health,
 reflection) and binds it; nothing is recovered yet and health says NOT_SERVING. `App.start()`
 recovers the ledger (snapshot + journal), compiles the numba kernels, starts the sequencer and
 flips health to SERVING. `App.stop()` is the graceful shutdown. `serve(config)` runs all of it on
@@ -353,7 +353,7 @@ async def create_server(config: ServerConfig) -> tuple[grpc.aio.Server, App, int
 
     Then `await server.start()` and `await app.start()`; or use `start_server`.
     """
-    from server.interceptors import build_interceptors
+    from server.interceptors import build_handlers
     from server.servicers import add_servicers
 
     host, port = _split_listen(config.listen)
@@ -377,17 +377,19 @@ async def create_server(config: ServerConfig) -> tuple[grpc.aio.Server, App, int
             ("grpc.so_reuseport", 0),
         ],
         maximum_concurrent_rpcs=config.concurrent_rpcs_max,
-        interceptors=build_interceptors(config, metrics),
     )
-    app.services = list(add_servicers(server, app))
-    health_pb2_grpc.add_HealthServicer_to_server(app.health, server)
+    # Metrics and auth wrap each handler once here, not per call (see server.interceptors).
+    handlers = build_handlers(config, metrics)
+    app.services = list(add_servicers(handlers, app))
+    health_pb2_grpc.add_HealthServicer_to_server(app.health, handlers)
     for service in ("", *app.services):
         await app.health.set(service, _NOT_SERVING)
     reflection.enable_server_reflection(
         [*app.services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
          reflection.SERVICE_NAME],
-        server,
+        handlers,
     )  # fmt: skip
+    handlers.install(server)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         if credentials is None:

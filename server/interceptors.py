@@ -1,33 +1,56 @@
-"""Cross-cutting concerns of every RPC, as `grpc.aio.ServerInterceptor`s.
+"""Cross-cutting concerns of every RPC, applied once when the handlers are registered.
 
-- `MetricsInterceptor` (outermost): latency per method and final code, in-flight count, and a
-  call that arrives after its deadline is answered DEADLINE_EXCEEDED without running. (Writes
-  pass their remaining time to the sequencer, which drops commands whose caller gave up.)
-- `AuthInterceptor` (only with a tokens file): UNAUTHENTICATED for a missing or unknown bearer
-  token, PERMISSION_DENIED when the role may not call the method or the method is not in the
-  table of `server.auth` (deny by default).
+- Metrics (outermost): latency per method and final code, in-flight count, and a call that
+  arrives after its deadline is answered DEADLINE_EXCEEDED without running. (Writes pass their
+  remaining time to the sequencer, which drops commands whose caller gave up.)
+- Auth (only with a tokens file): UNAUTHENTICATED for a missing or unknown bearer token,
+  PERMISSION_DENIED when the role may not call the method or the method is not in the table of
+  `server.auth` (deny by default).
 
-Denials are RpcMethodHandlers that abort at once; they are stream-stream handlers so they answer
-any call shape without reading the request.
+`RpcHandlers` collects what the generated `add_*_to_server` functions register (it stands in for
+the server), wraps every method handler once, and `install`s itself on the real server as its
+only handler. Denials are RpcMethodHandlers that abort at once; they are stream-stream handlers
+so they answer any call shape without reading the request.
+
+Why not `grpc.aio.ServerInterceptor`s (this module's first form, still what
+`build_interceptors` returns for other fronts): grpc.aio runs the interceptor chain as extra
+coroutines on every call, and the metrics interceptor re-wrapped the handler on every call
+(namedtuple `_replace`, closures, `inspect`). And why one generic handler instead of the
+generated "registered method" handlers: grpc.aio's accept loop keeps one pending request per
+registered method (~45 here: five services, health, two reflection versions) and runs
+`asyncio.wait` over all of them for every call it accepts. Together with prometheus_client's
+per-call cost these made a unary GetAvailability cost twice the empty handler's server CPU.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, NoReturn
 
 import grpc
 
 from server.auth import PUBLIC, Tokens, TokensFileError, bearer_token, method_roles
 from server.convert import status_of
+from server.metrics import RpcSeries
 
-__all__ = ["AuthInterceptor", "MetricsInterceptor", "build_interceptors"]
+__all__ = [
+    "AuthInterceptor",
+    "MetricsInterceptor",
+    "RpcHandlers",
+    "build_handlers",
+    "build_interceptors",
+]
 
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
 
 _UNKNOWN_METHOD = "unknown"
+_UNAUTHENTICATED_MESSAGE = "missing or unknown bearer token (send `authorization: Bearer <token>`)"
+_DEADLINE_EXCEEDED = status_of(
+    grpc.StatusCode.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED", "deadline exceeded"
+)
 
 
 def _denial(code: grpc.StatusCode, reason: str, message: str) -> grpc.RpcMethodHandler:
@@ -39,15 +62,241 @@ def _denial(code: grpc.StatusCode, reason: str, message: str) -> grpc.RpcMethodH
     return grpc.stream_stream_rpc_method_handler(deny)
 
 
+def _unauthenticated() -> grpc.RpcMethodHandler:
+    return _denial(grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED", _UNAUTHENTICATED_MESSAGE)
+
+
+def _not_allowed(method: str) -> grpc.RpcMethodHandler:
+    return _denial(
+        grpc.StatusCode.PERMISSION_DENIED,
+        "PERMISSION_DENIED",
+        f"{method} is not a method this server allows",
+    )
+
+
+def _role_too_low(method: str) -> grpc.RpcMethodHandler:
+    return _denial(
+        grpc.StatusCode.PERMISSION_DENIED,
+        "PERMISSION_DENIED",
+        f"the token's role may not call {method}",
+    )
+
+
+def _token_rank(tokens: Tokens, handler_call_details: grpc.HandlerCallDetails) -> int | None:
+    token = bearer_token(handler_call_details.invocation_metadata)
+    return None if token is None else tokens.rank(token)
+
+
+# --- the registration-time wrapper ------------------------------------------------------------
+
+
+class _Dispatcher(grpc.GenericRpcHandler):
+    """The server's one generic handler: the pre-wrapped handler of a method, or a denial."""
+
+    def __init__(self, table: RpcHandlers) -> None:
+        self._t = table
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> Any:
+        t = self._t
+        method = handler_call_details.method
+        wrapped = t.wrapped.get(method)
+        if t.tokens is None:
+            return wrapped if wrapped is not None else t.fallback(handler_call_details)
+        need = t.roles.get(method)
+        if need != PUBLIC:
+            rank = _token_rank(t.tokens, handler_call_details)
+            if rank is None:
+                return t.observed(_unauthenticated(), method)
+            if need is None:
+                return t.observed(_not_allowed(method), method)
+            if rank < need:
+                return t.observed(_role_too_low(method), method)
+        return wrapped if wrapped is not None else t.fallback(handler_call_details)
+
+
+class RpcHandlers(grpc.aio.Server):
+    """Every method handler of the server, wrapped once with metrics (and auth).
+
+    Pass it where the generated `add_*_to_server` functions, `health_pb2_grpc` and
+    `reflection.enable_server_reflection` expect the server, then `install(server)`. It is not a
+    server: only the two registration methods work.
+    """
+
+    def __init__(self, metrics: Any, tokens: Tokens | None = None) -> None:
+        self.metrics = metrics
+        self.tokens = tokens
+        self.roles = method_roles()
+        self.wrapped: dict[str, grpc.RpcMethodHandler] = {}
+        self._generic: list[grpc.GenericRpcHandler] = []
+        self._installed = False
+
+    # --- what registration calls ---------------------------------------------------------------
+
+    def add_registered_method_handlers(
+        self, service_name: str, method_handlers: dict[str, grpc.RpcMethodHandler]
+    ) -> None:
+        if self._installed:
+            raise RuntimeError("handlers added after install()")
+        for name, handler in method_handlers.items():
+            method = f"/{service_name}/{name}"
+            self.wrapped[method] = self.observed(handler, method)
+
+    def add_generic_rpc_handlers(
+        self, generic_rpc_handlers: Sequence[grpc.GenericRpcHandler]
+    ) -> None:
+        # Generated code adds each service twice (generic and registered); the registered form
+        # is the one kept. A handler only added as generic is asked per call (`fallback`).
+        if self._installed:
+            raise RuntimeError("handlers added after install()")
+        self._generic.extend(generic_rpc_handlers)
+
+    def install(self, server: grpc.aio.Server) -> None:
+        """Register on `server` (before it starts) as its only handler."""
+        self._installed = True
+        server.add_generic_rpc_handlers((_Dispatcher(self),))
+
+    # --- helpers of the dispatcher ---------------------------------------------------------
+
+    def label(self, method: str) -> str:
+        return method if method in self.roles else _UNKNOWN_METHOD
+
+    def observed(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        return _wrap(handler, self.metrics.rpc_series(self.label(method)))
+
+    def fallback(self, handler_call_details: grpc.HandlerCallDetails) -> Any:
+        for generic in self._generic:
+            handler = generic.service(handler_call_details)
+            if handler is not None:
+                return self.observed(handler, handler_call_details.method)
+        return None
+
+    # --- not a server ----------------------------------------------------------------------
+
+    def add_insecure_port(self, address: str) -> int:
+        raise NotImplementedError("RpcHandlers only collects handlers")
+
+    def add_secure_port(self, address: str, server_credentials: grpc.ServerCredentials) -> int:
+        raise NotImplementedError("RpcHandlers only collects handlers")
+
+    async def start(self) -> None:
+        raise NotImplementedError("RpcHandlers only collects handlers")
+
+    async def stop(self, grace: float | None) -> None:
+        raise NotImplementedError("RpcHandlers only collects handlers")
+
+    async def wait_for_termination(self, timeout: float | None = None) -> bool:
+        raise NotImplementedError("RpcHandlers only collects handlers")
+
+
+def _load_tokens(config: Any) -> Tokens | None:
+    if not config.tokens_file:
+        return None
+    try:
+        return Tokens.load(config.tokens_file)
+    except TokensFileError as exc:
+        # The CLI reports a ConfigError as a startup error (exit 2), not a traceback.
+        from server.app import ConfigError
+
+        raise ConfigError(str(exc)) from None
+
+
+def build_handlers(config: Any, metrics: Any) -> RpcHandlers:
+    """The server's handler table: metrics always, auth only when a tokens file is configured
+    (with auth off `create_server` binds loopback only)."""
+    return RpcHandlers(metrics, _load_tokens(config))
+
+
+# --- wrapping one behavior --------------------------------------------------------------------
+
+
+def _wrap(handler: grpc.RpcMethodHandler, series: RpcSeries) -> grpc.RpcMethodHandler:
+    if handler.unary_unary is not None:
+        return handler._replace(unary_unary=_observed(handler.unary_unary, series))
+    if handler.unary_stream is not None:
+        return handler._replace(unary_stream=_observed(handler.unary_stream, series))
+    if handler.stream_unary is not None:
+        return handler._replace(stream_unary=_observed(handler.stream_unary, series))
+    return handler._replace(stream_stream=_observed(handler.stream_stream, series))
+
+
+def _observed(behavior: Any, series: RpcSeries) -> Any:
+    """The behavior, timed and counted. Keeps its shape: async generator or coroutine."""
+    clock = time.perf_counter
+    if inspect.isasyncgenfunction(behavior):
+
+        async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            started = clock()
+            series.in_flight += 1
+            code = "UNKNOWN"
+            try:
+                remaining = context.time_remaining()
+                if remaining is not None and remaining <= 0:
+                    await _deadline_exceeded(context)
+                async for response in behavior(request, context):
+                    yield response
+                code = _code_name(context, "OK")
+            except BaseException as exc:
+                code = _failure_code(context, exc)
+                raise
+            finally:
+                series.finished(code, clock() - started)
+
+        return stream
+
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        started = clock()
+        series.in_flight += 1
+        code = "UNKNOWN"
+        try:
+            remaining = context.time_remaining()
+            if remaining is not None and remaining <= 0:
+                await _deadline_exceeded(context)
+            response = await behavior(request, context)
+            code = _code_name(context, "OK")
+            return response
+        except BaseException as exc:
+            code = _failure_code(context, exc)
+            raise
+        finally:
+            series.finished(code, clock() - started)
+
+    return call
+
+
+def _code_name(context: grpc.aio.ServicerContext, default: str) -> str:
+    code = context.code()
+    if code is None:
+        return default
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    if isinstance(code, int):  # some grpc versions keep the raw number
+        for c in grpc.StatusCode:
+            if c.value[0] == code:
+                return c.name
+    return default
+
+
+def _failure_code(context: grpc.aio.ServicerContext, exc: BaseException) -> str:
+    if isinstance(exc, asyncio.CancelledError):
+        return "CANCELLED"
+    if isinstance(exc, grpc.aio.AbortError):
+        return _code_name(context, "UNKNOWN")
+    return "UNKNOWN"
+
+
+async def _deadline_exceeded(context: grpc.aio.ServicerContext) -> NoReturn:
+    await context.abort_with_status(_DEADLINE_EXCEEDED)
+    raise AssertionError("abort_with_status returned")  # pragma: no cover
+
+
+# --- the same as grpc.aio interceptors (for fronts that build their own server) ---------------
+
+
 class AuthInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, tokens: Tokens) -> None:
         self.tokens = tokens
         self.roles = method_roles()
-        self._unauthenticated = _denial(
-            grpc.StatusCode.UNAUTHENTICATED,
-            "UNAUTHENTICATED",
-            "missing or unknown bearer token (send `authorization: Bearer <token>`)",
-        )
+        self._unauthenticated = _unauthenticated()
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -56,34 +305,14 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         need = self.roles.get(method)
         if need == PUBLIC:
             return await continuation(handler_call_details)
-        token = bearer_token(handler_call_details.invocation_metadata)
-        rank = None if token is None else self.tokens.rank(token)
+        rank = _token_rank(self.tokens, handler_call_details)
         if rank is None:
             return self._unauthenticated
         if need is None:
-            return _denial(
-                grpc.StatusCode.PERMISSION_DENIED,
-                "PERMISSION_DENIED",
-                f"{method} is not a method this server allows",
-            )
+            return _not_allowed(method)
         if rank < need:
-            return _denial(
-                grpc.StatusCode.PERMISSION_DENIED,
-                "PERMISSION_DENIED",
-                f"the token's role may not call {method}",
-            )
+            return _role_too_low(method)
         return await continuation(handler_call_details)
-
-
-def _code_name(context: grpc.aio.ServicerContext, default: str) -> str:
-    code = context.code()
-    if isinstance(code, grpc.StatusCode):
-        return code.name
-    if isinstance(code, int):  # some grpc versions keep the raw number
-        for c in grpc.StatusCode:
-            if c.value[0] == code:
-                return c.name
-    return default
 
 
 class MetricsInterceptor(grpc.aio.ServerInterceptor):
@@ -99,87 +328,14 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
             return None
         method = handler_call_details.method
         label = method if method in self.known else _UNKNOWN_METHOD
-        return _wrap(handler, label, self.metrics)
-
-
-def _wrap(handler: grpc.RpcMethodHandler, label: str, metrics: Any) -> grpc.RpcMethodHandler:
-    if handler.unary_unary is not None:
-        return handler._replace(unary_unary=_observed(handler.unary_unary, label, metrics))
-    if handler.unary_stream is not None:
-        return handler._replace(unary_stream=_observed(handler.unary_stream, label, metrics))
-    if handler.stream_unary is not None:
-        return handler._replace(stream_unary=_observed(handler.stream_unary, label, metrics))
-    return handler._replace(stream_stream=_observed(handler.stream_stream, label, metrics))
-
-
-def _observed(behavior: Any, label: str, metrics: Any) -> Any:
-    """The behavior, timed and counted. Keeps its shape: async generator or coroutine."""
-    if inspect.isasyncgenfunction(behavior):
-
-        async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            started = time.perf_counter()
-            metrics.rpc_started(label)
-            code = "UNKNOWN"
-            try:
-                await _check_deadline(context)
-                async for response in behavior(request, context):
-                    yield response
-                code = _code_name(context, "OK")
-            except BaseException as exc:
-                code = _failure_code(context, exc)
-                raise
-            finally:
-                metrics.rpc_finished(label, code, time.perf_counter() - started)
-
-        return stream
-
-    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        started = time.perf_counter()
-        metrics.rpc_started(label)
-        code = "UNKNOWN"
-        try:
-            await _check_deadline(context)
-            response = await behavior(request, context)
-            code = _code_name(context, "OK")
-            return response
-        except BaseException as exc:
-            code = _failure_code(context, exc)
-            raise
-        finally:
-            metrics.rpc_finished(label, code, time.perf_counter() - started)
-
-    return call
-
-
-def _failure_code(context: grpc.aio.ServicerContext, exc: BaseException) -> str:
-    import asyncio
-
-    if isinstance(exc, asyncio.CancelledError):
-        return "CANCELLED"
-    if isinstance(exc, grpc.aio.AbortError):
-        return _code_name(context, "UNKNOWN")
-    return "UNKNOWN"
-
-
-async def _check_deadline(context: grpc.aio.ServicerContext) -> None:
-    remaining = context.time_remaining()
-    if remaining is not None and remaining <= 0:
-        await context.abort_with_status(
-            status_of(grpc.StatusCode.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED", "deadline exceeded")
-        )
+        return _wrap(handler, self.metrics.rpc_series(label))
 
 
 def build_interceptors(config: Any, metrics: Any) -> list[grpc.aio.ServerInterceptor]:
-    """The server's interceptors, outermost first. Auth only when a tokens file is configured
-    (with auth off `create_server` binds loopback only)."""
+    """The same concerns as `build_handlers`, as interceptors, outermost first (slower: see the
+    module's docstring)."""
     interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(metrics)]
-    if config.tokens_file:
-        try:
-            tokens = Tokens.load(config.tokens_file)
-        except TokensFileError as exc:
-            # The CLI reports a ConfigError as a startup error (exit 2), not a traceback.
-            from server.app import ConfigError
-
-            raise ConfigError(str(exc)) from None
+    tokens = _load_tokens(config)
+    if tokens is not None:
         interceptors.append(AuthInterceptor(tokens))
     return interceptors
