@@ -53,6 +53,12 @@ GROUP_ENTRIES_MAX = 8_192
 
 _EMPTY_I64 = np.zeros(0, np.int64)
 _EMPTY_U8 = np.zeros(0, np.uint8)
+# The group's stream packs an entry's start as now_ms << 3 | kernel.MARK_ENTRY and an operation as
+# res_index << 3 | kind: one list, one append per item.
+_SHIFT = kernel.STREAM_SHIFT
+_MARK = kernel.MARK_ENTRY
+# An ASCII id is one byte a character.
+_ID_CHARS_PLAIN_MAX = limits.ID_BYTES_MAX
 
 
 def replay(
@@ -64,9 +70,9 @@ def replay(
 
     group = _Group(ledger, entries_max)
     count = 0
-    # The common entry (one plain command) is walked right here, with the group's state in
-    # locals: attribute and method lookups were most of an entry's time. Everything else goes
-    # through `_Group.add`, which is the reference for what this loop does.
+    # The common entry (one plain Reserve of one line, one Commit or one Release) is walked right
+    # here with the group's state in locals: attribute and method lookups were most of an entry's
+    # time. Every other entry goes through `_Group.add`, the reference for what this loop does.
     res_ids_get = ledger._res_ids.get
     res_ids = ledger._res_ids
     res_names = ledger._res_names
@@ -75,13 +81,10 @@ def replay(
     skus_get = ledger._skus.ids.get
     nodes_get = ledger._nodes.ids.get
     groups_get = ledger._groups.ids.get
-    op_append = group.ops.append
+    stream = group.stream
+    stream_append = stream.append
     req_extend = group.req.extend
     lines_extend = group.lines.extend
-    entry_now = group.entry_now
-    entry_now_append = entry_now.append
-    entry_end_append = group.entry_op_end.append
-    ops = group.ops
     ttl_min = limits.TTL_MS_MIN
     ttl_max = limits.TTL_MS_MAX
     qty_max = limits.QTY_MAX
@@ -90,6 +93,11 @@ def replay(
     op_commit = kernel.OP_COMMIT
     op_release = kernel.OP_RELEASE
     op_touch = kernel.OP_TOUCH
+    # The group's budget (see `_Group.start`): entries it may still take, and the clock it must
+    # not reach; the group runs as soon as either is spent.
+    clock = group.clock
+    left = group.left
+    clock_limit = group.clock_limit
     for batch in batches:
         count += 1
         cmds = batch.commands
@@ -97,24 +105,24 @@ def replay(
         if len(cmds) == 1 and type(now_ms) is int:  # noqa: E721
             cmd = cmds[0]
             kind = type(cmd)
-            if now_ms > group.clock:
-                group.clock = now_ms
             if kind is Release or kind is Commit:
-                rid = cmd.reservation_id
-                if group.front_ms is None:
-                    group.front_ms = group.clock
-                r = res_ids_get(rid)
+                if now_ms > clock:
+                    clock = now_ms
+                stream_append(clock << _SHIFT | _MARK)
+                r = res_ids_get(cmd.reservation_id)
                 if r is not None:
-                    op_append(r * _OP_SHIFT + (op_release if kind is Release else op_commit))
-                entry_now_append(group.clock)
-                entry_end_append(len(ops))
-                group.close_entry()
+                    stream_append(r << _SHIFT | (op_release if kind is Release else op_commit))
+                left -= 1
+                if left <= 0 or clock >= clock_limit:
+                    group.flush()
+                    clock, left, clock_limit = group.clock, group.left, group.clock_limit
                 continue
             if kind is Reserve:
                 rid = cmd.reservation_id
                 gid = cmd.group_id
                 ttl_ms = cmd.ttl_ms
                 lines = cmd.lines
+                # `_plain_reserve` for one line, written out.
                 if (
                     type(rid) is str
                     and 0 < len(rid) <= id_max
@@ -127,7 +135,6 @@ def replay(
                     and type(cmd.allow_partial) is bool
                     and type(lines) is tuple
                     and len(lines) == 1
-                    and group.fresh_room
                 ):
                     line = lines[0]
                     sku = line.sku
@@ -144,11 +151,12 @@ def replay(
                         and type(qty) is int
                         and 1 <= qty <= qty_max
                     ):
-                        if group.front_ms is None:
-                            group.front_ms = group.clock
+                        if now_ms > clock:
+                            clock = now_ms
+                        stream_append(clock << _SHIFT | _MARK)
                         r = res_ids_get(rid)
                         if r is not None:  # a replay or an id conflict: nothing changes
-                            op_append(r * _OP_SHIFT + op_touch)
+                            stream_append(r << _SHIFT | op_touch)
                         else:
                             content = _encode(cmd)
                             if res_free:
@@ -163,29 +171,23 @@ def replay(
                             g = -1
                             if gid:
                                 g = groups_get(gid, _GROUP_UNKNOWN)
-                            req_extend((r, group.clock + ttl_ms, cmd.allow_partial, g, 1))
+                            req_extend((r, clock + ttl_ms, cmd.allow_partial, g, 1))
                             lines_extend((skus_get(sku, EMPTY), nodes_get(node_id, EMPTY), qty))
-                            group.lines_total += 1
-                            group.fresh += 1
-                            op_append(r * _OP_SHIFT + op_reserve)
-                        entry_now_append(group.clock)
-                        entry_end_append(len(ops))
-                        group.close_entry()
+                            stream_append(r << _SHIFT | op_reserve)
+                        left -= 1
+                        if left <= 0 or clock >= clock_limit:
+                            group.flush()
+                            clock, left, clock_limit = group.clock, group.left, group.clock_limit
                         continue
-            # Not the common shape after all: the clock is advanced again by `add` (a no-op).
+        group.clock, group.left = clock, left
         if not group.add(batch):
             group.flush()
             if not group.add(batch):
                 ledger.apply_batch(batch)
                 group.start()  # the group's picture of the ledger is stale now
+        clock, left, clock_limit = group.clock, group.left, group.clock_limit
     group.flush()
     return count
-
-
-# Operations are packed as res_index * _OP_SHIFT + kind (one list append per operation).
-_OP_SHIFT = 4
-# An ASCII id is one byte a character.
-_ID_CHARS_PLAIN_MAX = limits.ID_BYTES_MAX
 
 
 class _Group:
@@ -200,51 +202,67 @@ class _Group:
         self._plain = _plain_reserve
         self._group_unknown = _GROUP_UNKNOWN
         # The lists live as long as the group object (the fast loop holds their methods).
-        self.entry_now: list[int] = []
-        self.entry_op_end: list[int] = []
-        self.ops: list[int] = []
+        self.stream: list[int] = []
         self.req: list[int] = []
         self.lines: list[int] = []
         self.start()
 
     def start(self) -> None:
+        """An empty group, with its budget from the ledger as it is now."""
         ledger = self._ledger
         ctr = ledger._ctr
         self.clock = ctr.item(C_NOW_MS)
-        self.entry_now.clear()
-        self.entry_op_end.clear()
-        self.ops.clear()
+        self.stream.clear()
+        self._seen = 0
         self.req.clear()
         self.lines.clear()
-        self.lines_total = 0
-        self.fresh = 0
+        self._entries = 0
+        self._ops = 0
+        self._fresh = 0
+        self._lines_total = 0
         self._held0 = ctr.item(C_HELD)
-        # Fresh reserves the group may still take without any risk of OVERLOADED.
+        # Fresh reserves the group may take without any risk of OVERLOADED.
         self._fresh_max = limits.RESERVATIONS_ACTIVE_MAX - 1 - self._held0
-        self.fresh_room = self._fresh_max > 0
         final = ledger._final
-        self.front_ms: int | None = final[0][0] if final else None
-        # The idempotency memory's limits: a group ends where either could act. Every command and
-        # every hold live in the group may add a final outcome.
-        self._window_ms = ledger._ids_window_ms
+        # Final outcomes the group may add before `_forget` could act on the count: every
+        # operation and every hold live in the group may add one.
         self._finals_room = ledger._ids_remembered_max - len(final) - self._held0
+        # ... and the clock at which the window could pass the oldest remembered id (any final
+        # outcome added in the group is at least as late as the clock now).
+        front_ms = final[0][0] if final else self.clock
+        self.clock_limit = front_ms + ledger._ids_window_ms
         # Only reachable when the state did not come from `apply` (see the module docstring);
         # then the first entry's `_compact` must run before the second entry.
         compact_due = ctr.item(C_LINES_USED) > 2 * ledger._lines_live + 65_536
         self._entries_limit = 1 if compact_due else self._entries_max
+        self._budget()
 
-    def close_entry(self) -> None:
-        """After an entry joined: run the group now if `_forget` could act after this entry."""
-        front_ms = self.front_ms
-        assert front_ms is not None
-        if (
-            len(self.ops) + self.fresh > self._finals_room
-            or self.clock - self._window_ms >= front_ms
-            or len(self.entry_now) >= self._entries_limit
-        ):
-            self.flush()
-        elif self.fresh >= self._fresh_max:
-            self.fresh_room = False
+    def _budget(self) -> None:
+        """`left`: one-command entries (each adds at most an operation and a fresh reserve) the
+        group may still take; 0 = run it now."""
+        self._sync()
+        room = min(
+            (self._finals_room - self._ops - self._fresh) // 2,
+            self._fresh_max - self._fresh,
+            self._entries_limit - self._entries,
+        )
+        self.left = max(room, 0)
+
+    def _sync(self) -> None:
+        """Count what the fast loop added since the last look (it keeps only the lists)."""
+        marks = 0
+        ops = 0
+        stream = self.stream
+        for x in stream[self._seen :]:
+            if x & ((1 << _SHIFT) - 1) == _MARK:
+                marks += 1
+            else:
+                ops += 1
+        self._seen = len(stream)
+        self._entries += marks
+        self._ops += ops
+        self._fresh = len(self.req) // rk.REQ_COLS
+        self._lines_total = len(self.lines) // 3
 
     def add(self, batch: Batch) -> bool:
         """Walk one entry into the group; False (nothing done) if it must go through `apply`."""
@@ -256,7 +274,8 @@ class _Group:
                 reserves += 1
             elif kind is not Commit and kind is not Release:
                 return False
-        if self.fresh + reserves > self._fresh_max:
+        self._sync()
+        if self._fresh + reserves > self._fresh_max:
             return False
         now_ms = batch.now_ms
         if type(now_ms) is not int:  # noqa: E721
@@ -264,11 +283,10 @@ class _Group:
         clock = self.clock
         if now_ms > clock:
             clock = self.clock = now_ms
-        if self.front_ms is None:
-            self.front_ms = clock  # no final outcome in the group is older than this
         ledger = self._ledger
         res_ids = ledger._res_ids
-        ops = self.ops
+        stream = self.stream
+        stream.append(clock << _SHIFT | _MARK)
         for cmd in cmds:
             kind = type(cmd)
             rid = cmd.reservation_id
@@ -276,64 +294,62 @@ class _Group:
                 if not (self._plain(cmd) or ledger._validate_reserve(cmd) is None):
                     r = res_ids.get(rid)
                     if r is not None:
-                        ops.append(r * _OP_SHIFT + kernel.OP_TOUCH)
+                        stream.append(r << _SHIFT | kernel.OP_TOUCH)
                     continue
                 content = self._encode(cmd)
                 r = res_ids.get(rid)
                 if r is not None:  # a replay or an id conflict: nothing changes
-                    ops.append(r * _OP_SHIFT + kernel.OP_TOUCH)
+                    stream.append(r << _SHIFT | kernel.OP_TOUCH)
                     continue
                 r = ledger._new_res_index()
                 res_ids[rid] = r
                 ledger._res_names[r] = rid
                 ledger._res_content[r] = content
                 cmd_lines = cmd.lines
-                count = len(cmd_lines)
                 g = -1
                 if cmd.group_id:
                     g = ledger._groups.ids.get(cmd.group_id, self._group_unknown)
-                self.req += (r, clock + cmd.ttl_ms, cmd.allow_partial, g, count)
+                self.req += (r, clock + cmd.ttl_ms, cmd.allow_partial, g, len(cmd_lines))
                 skus = ledger._skus.ids
                 nodes = ledger._nodes.ids
                 lines = self.lines
                 for line in cmd_lines:
                     lines += (skus.get(line.sku, EMPTY), nodes.get(line.node_id, EMPTY), line.qty)
-                self.lines_total += count
-                self.fresh += 1
-                ops.append(r * _OP_SHIFT + kernel.OP_RESERVE)
+                stream.append(r << _SHIFT | kernel.OP_RESERVE)
             else:
                 r = res_ids.get(rid)
                 if r is not None:
                     kind_op = kernel.OP_COMMIT if kind is Commit else kernel.OP_RELEASE
-                    ops.append(r * _OP_SHIFT + kind_op)
-        self.entry_now.append(clock)
-        self.entry_op_end.append(len(ops))
-        self.close_entry()
+                    stream.append(r << _SHIFT | kind_op)
+        self._budget()
+        # Could `_forget` act after this entry (or is the group long enough)? Then run it now.
+        if (
+            self._ops + self._fresh > self._finals_room
+            or clock >= self.clock_limit
+            or self.left <= 0
+        ):
+            self.flush()
         return True
 
     def flush(self) -> None:
         """Run the group's entries, then what `apply` does after the last one."""
-        n = len(self.entry_now)
-        if n == 0:
+        if not self.stream:
             return
+        self._sync()
         ledger = self._ledger
-        ledger._ensure(res=len(ledger._res_names), lines=self.lines_total, heap=self.fresh)
+        ledger._ensure(res=len(ledger._res_names), lines=self._lines_total, heap=self._fresh)
         tracker = ledger._events
         tracker._fit(ledger)
         a = ledger._a
-        ops = np.array(self.ops, np.int64)
-        n_ops = ops.shape[0]
-        held_max = self._held0 + self.fresh
-        touched = np.empty(held_max + n_ops + 1, np.int64)
-        fin_entry = np.empty(held_max + n_ops + 1, np.int64)
-        fin_res = np.empty(held_max + n_ops + 1, np.int64)
+        stream = np.array(self.stream, np.int64)
+        size = self._held0 + self._fresh + self._ops + 1
+        touched = np.empty(size, np.int64)
+        fin_now = np.empty(size, np.int64)
+        fin_res = np.empty(size, np.int64)
         tracked = len(tracker._groups) > 0
-        events, fin = kernel.replay_entries(
+        events, fin, last_now = kernel.replay_stream(
             ledger._st,
-            np.array(self.entry_now, np.int64),
-            np.array(self.entry_op_end, np.int64),
-            ops & (_OP_SHIFT - 1),
-            ops >> 2,
+            stream,
             np.array(self.req, np.int64).reshape(-1, rk.REQ_COLS),
             np.array(self.lines, np.int64).reshape(-1, 3),
             a["ev_last"],
@@ -342,7 +358,7 @@ class _Group:
             tracker._groups_arr if tracked else _EMPTY_I64,
             tracker._grp_last,
             touched,
-            fin_entry,
+            fin_now,
             fin_res,
         )
         tracker.seq += int(events)
@@ -350,13 +366,13 @@ class _Group:
             names = ledger._res_names
             ledger._final.extend(
                 zip(
-                    map(self.entry_now.__getitem__, fin_entry[:fin].tolist()),
+                    fin_now[:fin].tolist(),
                     repeat("r"),
                     map(names.__getitem__, fin_res[:fin].tolist()),
                     strict=False,
                 )
             )
-        ledger._lines_live += self.lines_total
-        ledger._forget(self.entry_now[-1])
+        ledger._lines_live += self._lines_total
+        ledger._forget(int(last_now))
         ledger._compact()
         self.start()

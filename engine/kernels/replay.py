@@ -35,6 +35,9 @@ OP_RESERVE = 0  # a fresh reservation: the next row of `req` and its lines
 OP_COMMIT = 1
 OP_RELEASE = 2
 OP_TOUCH = 3  # no change (a replayed or rejected command): the events pass still looks at it
+MARK_ENTRY = 4  # the start of an entry (its clock in the upper bits)
+STREAM_SHIFT = 3
+_KIND_MASK = np.int64((1 << STREAM_SHIFT) - 1)
 
 # Ledger._compact compacts the heap past this slack (keep the two equal).
 HEAP_SLACK = 65_536
@@ -93,12 +96,9 @@ def _entry_events(
 
 
 @njit(cache=True)
-def replay_entries(
+def replay_stream(
     st,
-    entry_now,
-    entry_op_end,
-    op_kind,
-    op_res,
+    stream,
     req,
     lines,
     last_avail,
@@ -107,69 +107,82 @@ def replay_entries(
     groups,
     grp_last,
     touched,
-    fin_entry,
+    fin_now,
     fin_res,
 ):
-    """Apply the entries; returns (events published, final outcomes written to fin_*)."""
+    """Apply the entries of `stream`; returns (events published, final outcomes written to
+    fin_now / fin_res, the last entry's clock).
+
+    `stream` holds, for each entry, `now_ms << STREAM_SHIFT | MARK_ENTRY` and then its operations
+    as `res_index << STREAM_SHIFT | OP_*`; fresh reservations take the rows of `req` (and their
+    lines of `lines`) in order.
+    """
     ctr = st.ctr
     heap = st.heap
     res = st.res
     code = np.zeros(1, np.int64)
+    one = np.zeros(1, np.int64)
     grp_row = np.zeros(7, np.int64)
     events = 0
     fin = 0
     row = 0
     j = 0
-    i = 0
-    for e in range(entry_now.shape[0]):
-        now = entry_now[e]
-        ctr[C_NOW_MS] = now
-        n_touched = 0
-        if ctr[C_HEAP_LEN] > 0 and heap[0, H_EXPIRES_MS] <= now:
-            count = rk.expire(st, now)
-            expired = st.expired_out
-            for x in range(count):
-                fin_entry[fin] = e
-                fin_res[fin] = expired[x]
+    now = np.int64(-1)
+    n_touched = 0
+    n = stream.shape[0]
+    for x in range(n + 1):
+        if x == n or stream[x] & _KIND_MASK == MARK_ENTRY:
+            if now >= 0:  # what follows the previous entry's commands
+                if n_touched:
+                    events += _entry_events(
+                        st,
+                        touched,
+                        n_touched,
+                        last_avail,
+                        sku_mark,
+                        skus_out,
+                        groups,
+                        grp_last,
+                        grp_row,
+                    )
+                if ctr[C_HEAP_LEN] > 2 * ctr[C_HELD] + HEAP_SLACK:
+                    rk.heap_compact(st)
+            if x == n:
+                break
+            now = stream[x] >> STREAM_SHIFT
+            ctr[C_NOW_MS] = now
+            n_touched = 0
+            if ctr[C_HEAP_LEN] > 0 and heap[0, H_EXPIRES_MS] <= now:
+                count = rk.expire(st, now)
+                expired = st.expired_out
+                for y in range(count):
+                    fin_now[fin] = now
+                    fin_res[fin] = expired[y]
+                    fin += 1
+                    touched[n_touched] = expired[y]
+                    n_touched += 1
+            continue
+        kind = stream[x] & _KIND_MASK
+        r = stream[x] >> STREAM_SHIFT
+        if kind == OP_RESERVE:
+            count = req[row, rk.Q_LINE_COUNT]
+            rk.reserve(st, req[row : row + 1], lines[j : j + count], now)
+            row += 1
+            j += count
+            if res[r, R_STATE] == rk.REJECTED:
+                fin_now[fin] = now
+                fin_res[fin] = r
                 fin += 1
-                touched[n_touched] = expired[x]
-                n_touched += 1
-        end = entry_op_end[e]
-        while i < end:
-            kind = op_kind[i]
-            r = op_res[i]
-            if kind == OP_RESERVE:
-                count = req[row, rk.Q_LINE_COUNT]
-                rk.reserve(st, req[row : row + 1], lines[j : j + count], now)
-                row += 1
-                j += count
-                if res[r, R_STATE] == rk.REJECTED:
-                    fin_entry[fin] = e
-                    fin_res[fin] = r
-                    fin += 1
-            elif kind == OP_COMMIT:
-                rk.commit(st, op_res[i : i + 1], now, code)
-            elif kind == OP_RELEASE:
-                rk.release(st, op_res[i : i + 1], now, code)
-                if code[0] == rk.DONE:
-                    fin_entry[fin] = e
-                    fin_res[fin] = r
-                    fin += 1
-            touched[n_touched] = r
-            n_touched += 1
-            i += 1
-        if n_touched:
-            events += _entry_events(
-                st,
-                touched,
-                n_touched,
-                last_avail,
-                sku_mark,
-                skus_out,
-                groups,
-                grp_last,
-                grp_row,
-            )
-        if ctr[C_HEAP_LEN] > 2 * ctr[C_HELD] + HEAP_SLACK:
-            rk.heap_compact(st)
-    return events, fin
+        elif kind == OP_COMMIT:
+            one[0] = r
+            rk.commit(st, one, now, code)
+        elif kind == OP_RELEASE:
+            one[0] = r
+            rk.release(st, one, now, code)
+            if code[0] == rk.DONE:
+                fin_now[fin] = now
+                fin_res[fin] = r
+                fin += 1
+        touched[n_touched] = r
+        n_touched += 1
+    return events, fin, now
