@@ -64,6 +64,15 @@ __all__ = [
 
 
 _I64 = np.dtype("<i8")
+_encode = msgspec.msgpack.Encoder().encode
+
+
+def _int_sizes(values: np.ndarray) -> np.ndarray:
+    """Bytes msgpack takes for each int64 (msgspec picks the smallest form)."""
+    v = values.astype(np.int64)
+    pos = np.select([v < 128, v < 256, v < 65536, v < 2**32], [1, 2, 3, 5], 9)
+    neg = np.select([v >= -32, v >= -128, v >= -32768, v >= -(2**31)], [1, 2, 3, 5], 9)
+    return np.where(v >= 0, pos, neg).astype(np.int64)
 
 
 class _Struct(msgspec.Struct, frozen=True, forbid_unknown_fields=True, array_like=True):
@@ -242,6 +251,93 @@ class ReserveColumns(_Command):
         return Reserve(
             self.reservation_ids[k], lines, self.ttl_ms, self.allow_partial, self.group_id
         )
+
+    def contents(self, ks: np.ndarray) -> list[bytes]:
+        """`[msgpack(self.reserve_at(k)) for k in ks]`, the idempotency contents of items `ks`,
+        built for all of them at once: every piece of a Reserve's msgpack is either a constant of
+        the command or one element of an encoded column, so the bytes are gathered by offsets."""
+        ks = np.asarray(ks, np.int64)
+        m = ks.shape[0]
+        if m == 0:
+            return []
+        columns = (self.reservation_ids, self.skus, self.node_ids)
+        if not all(type(c) is list and "".join(c).isascii() for c in columns):
+            return [_encode(self.reserve_at(int(k))) for k in ks.tolist()]  # sizes below are ASCII
+        counts = self.counts()
+        starts = np.zeros(counts.shape[0] + 1, np.int64)
+        np.cumsum(counts, out=starts[1:])
+        qtys = self.qty_column()
+        # Sources: one buffer of constants, line headers and encoded columns (array header cut).
+        head = b"\x96\xa7Reserve"  # [tag, reservation_id, lines, ttl_ms, allow_partial, group_id]
+        tail = _encode(self.ttl_ms) + _encode(self.allow_partial) + _encode(self.group_id)
+        sel_counts = counts[ks]
+        lhdr = np.zeros((m, 3), np.uint8)
+        small = sel_counts < 16
+        lhdr[:, 0] = np.where(small, 0x90 | (sel_counts & 15), 0xDC)
+        lhdr[:, 1] = (sel_counts >> 8) & 255
+        lhdr[:, 2] = sel_counts & 255
+        lhdr_len = np.where(small, 1, 3)
+        pieces = [head, tail, b"\x93", lhdr.tobytes()]
+        elem_offs = []
+        elem_sizes = []
+        base = sum(len(x) for x in pieces)
+        for column, values in (*zip(("ids", "skus", "nodes"), columns, strict=True),
+                               ("qtys", qtys.tolist())):  # fmt: skip
+            blob = _encode(values)
+            if column == "qtys":
+                sizes = _int_sizes(qtys)
+            else:
+                lengths = np.fromiter(map(len, values), np.int64, len(values))
+                sizes = lengths + np.select(
+                    [lengths < 32, lengths < 256, lengths < 65536], [1, 2, 3], 5
+                )
+            skip = len(blob) - int(sizes.sum())
+            assert skip in (1, 3, 5), (column, skip)  # the array header
+            offs = np.empty_like(sizes)
+            offs[0:1] = base + skip
+            np.cumsum(sizes[:-1], out=offs[1:]) if sizes.shape[0] > 1 else None
+            offs[1:] += base + skip
+            elem_offs.append(offs)
+            elem_sizes.append(sizes)
+            pieces.append(blob)
+            base += len(blob)
+        src = np.frombuffer(b"".join(pieces), np.uint8)
+        (id_off, sku_off, node_off, qty_off) = elem_offs
+        (id_size, sku_size, node_size, qty_size) = elem_sizes
+        # Segments in output order: per item head, id, line header, 4 per line, tail.
+        total_lines = int(sel_counts.sum())
+        lines_before = np.zeros(m, np.int64)
+        np.cumsum(sel_counts[:-1], out=lines_before[1:]) if m > 1 else None
+        line_idx = np.repeat(starts[ks] - lines_before, sel_counts) + np.arange(total_lines)
+        item_of_line = np.repeat(np.arange(m), sel_counts)
+        first = 4 * np.arange(m) + 4 * lines_before
+        seg_off = np.empty(4 * m + 4 * total_lines, np.int64)
+        seg_len = np.empty_like(seg_off)
+        seg_off[first] = 0
+        seg_len[first] = len(head)
+        seg_off[first + 1] = id_off[ks]
+        seg_len[first + 1] = id_size[ks]
+        lhdr_at = len(head) + len(tail) + 1
+        seg_off[first + 2] = lhdr_at + 3 * np.arange(m)
+        seg_len[first + 2] = lhdr_len
+        at = 4 * item_of_line + 4 * np.arange(total_lines) + 3
+        seg_off[at] = len(head) + len(tail)
+        seg_len[at] = 1
+        seg_off[at + 1] = sku_off[line_idx]
+        seg_len[at + 1] = sku_size[line_idx]
+        seg_off[at + 2] = node_off[line_idx]
+        seg_len[at + 2] = node_size[line_idx]
+        seg_off[at + 3] = qty_off[line_idx]
+        seg_len[at + 3] = qty_size[line_idx]
+        last = first + 3 + 4 * sel_counts
+        seg_off[last] = len(head)
+        seg_len[last] = len(tail)
+        ends = np.cumsum(seg_len)
+        seg_first = ends - seg_len
+        out = src[np.repeat(seg_off - seg_first, seg_len) + np.arange(int(ends[-1]))]
+        blob = out.tobytes()
+        bounds = np.append(seg_first[first], ends[-1]).tolist()
+        return [blob[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
     def to_reserves(self) -> list[Reserve]:
         """The exact equivalent as plain Reserve commands, in order."""

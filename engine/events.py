@@ -161,6 +161,8 @@ class Tracker:
     def __init__(self) -> None:
         self.seq = 0  # the last sequence number handed out
         self._pairs: list[tuple[np.ndarray, np.ndarray]] = []
+        # Per ReserveColumns of the batch, in order: each item's reservation index (-1: none).
+        self._columns: list[np.ndarray] = []
         self._groups: list[int] = []  # tracked group indexes
         self._group_k: dict[int, int] = {}
         self._group_low_default: list[int] = []
@@ -177,12 +179,19 @@ class Tracker:
         """Supply lines and transfer entries of the current batch (ids, -1 = unknown)."""
         self._pairs.append((sku_ids, node_ids))
 
+    def touch_columns(self, item_res: np.ndarray) -> None:
+        """A ReserveColumns of the current batch: its items' reservation indexes (-1 = refused,
+        looked up by id after the batch like a Reserve's)."""
+        self._columns.append(item_res)
+
     def after_batch(
         self, ledger: Ledger, now: int, commands: Sequence[Any], expired: list[str]
     ) -> EventBatch | None:
         """The batch's events (None if there are none); called before ids are forgotten."""
         pairs = self._pairs
         self._pairs = []
+        columns = iter(self._columns)
+        self._columns = []
         res_ids = ledger._res_ids
         rs: list[int] = []
         scan: list[int] = []
@@ -196,10 +205,14 @@ class Tracker:
                     rs.append(r)
             elif type(cmd) is ReserveColumns:
                 # The positions of its reservations, as its Reserve commands would give them.
-                found = list(map(res_ids.get, cmd.reservation_ids))
-                if None in found:
-                    found = [r for r in found if r is not None]
-                rs.extend(found)  # type: ignore[arg-type]
+                item_res = next(columns).tolist()
+                if -1 in item_res:
+                    ids = cmd.reservation_ids
+                    item_res = [
+                        r if r >= 0 else res_ids.get(ids[k], -1) for k, r in enumerate(item_res)
+                    ]
+                    item_res = [r for r in item_res if r >= 0]
+                rs.extend(item_res)
             elif isinstance(cmd, UpsertNodes):
                 nodes = ledger._nodes.ids
                 scan.extend(nodes[spec.node_id] for spec in cmd.nodes if spec.node_id in nodes)

@@ -364,8 +364,10 @@ class Ledger:
         self._res_ids: dict[str, int] = {}
         self._res_names: list[str | None] = []
         # A reservation's content is `_encode(Reserve(...))`; one made by a ReserveColumns keeps
-        # (command, item, first line) until its bytes are first needed (`_content`).
-        self._res_content: list[bytes | tuple[ReserveColumns, int, int] | None] = []
+        # the command until its bytes are first needed (`_content`), with its item index and first
+        # line in `_res_item[r]` (an array: no Python object per reservation for the GC to scan).
+        self._res_content: list[bytes | ReserveColumns | None] = []
+        self._res_item = np.zeros((0, 2), np.int64)
         self._res_free: list[int] = []
         # Ids with a final outcome, oldest first: (final_at_ms, kind, id); kind r/q/t.
         self._final: deque[tuple[int, str, str]] = deque()
@@ -715,26 +717,35 @@ class Ledger:
         content = self._res_content[r]
         if type(content) is not bytes:
             assert content is not None
-            cols, k, l0 = content
-            content = _encode(cols.reserve_at(k, l0))
+            k, l0 = self._res_item[r].tolist()
+            content = _encode(content.reserve_at(k, l0))
             self._res_content[r] = content
         return content
 
     def _contents(self) -> list[bytes | None]:
         """Every content as bytes (for export_state, which must not depend on how ids came)."""
         contents = self._res_content
-        for r, content in enumerate(contents):
-            if type(content) is tuple:
-                self._content(r)
+        lazy: dict[int, tuple[ReserveColumns, list[int]]] = {}
+        for r in [r for r, c in enumerate(contents) if type(c) is ReserveColumns]:
+            cmd = contents[r]
+            entry = lazy.get(id(cmd))
+            if entry is None:
+                lazy[id(cmd)] = (cmd, [r])  # type: ignore[assignment]
+            else:
+                entry[1].append(r)
+        for cmd, rs in lazy.values():  # all of one command's at once: see ReserveColumns.contents
+            made = cmd.contents(self._res_item[rs, 0])
+            for r, content in zip(rs, made, strict=True):
+                contents[r] = content
         return contents  # type: ignore[return-value]
 
     def _reserve_of(self, r: int) -> Reserve:
         """Reservation r's content as a Reserve command."""
         content = self._res_content[r]
         assert content is not None
-        if type(content) is tuple:
-            cols, k, l0 = content
-            return cols.reserve_at(k, l0)
+        if type(content) is ReserveColumns:
+            k, l0 = self._res_item[r].tolist()
+            return content.reserve_at(k, l0)
         memo = self._view_memo
         if memo is not None and memo[0] is content:
             return memo[1]
@@ -750,6 +761,7 @@ class Ledger:
         over whole columns, one id lookup per reservation, one kernel call, result columns read
         back from the arrays (docs/ledger.md, "ReserveColumns")."""
         if not _columns_fit(cmd):
+            self._events.touch_columns(np.zeros(0, np.int64))
             return _invalid(
                 "line_counts", "the columns do not fit together (one count per reservation id, "
                 "sum(line_counts) lines in skus, node_ids and qtys)"
@@ -782,16 +794,18 @@ class Ledger:
             appended = not self._res_free
             fresh_rs = self._new_res_indexes(m)
             res_ids.update(zip(valid_rids, fresh_rs, strict=True))
+            item = self._fit_res_item()
+            item[fresh_rs, 0] = fresh
+            item[fresh_rs, 1] = starts[fresh]
             names = self._res_names
             contents = self._res_content
-            refs = zip(repeat(cmd), ks, starts[fresh].tolist())
             if appended and m:  # all new indexes at the end: slices, no loop
                 names[-m:] = valid_rids
-                contents[-m:] = refs
+                contents[-m:] = repeat(cmd, m)
             else:
-                for r, rid, ref in zip(fresh_rs, valid_rids, refs, strict=True):
+                for r, rid in zip(fresh_rs, valid_rids, strict=True):
                     names[r] = rid
-                    contents[r] = ref
+                    contents[r] = cmd
         else:
             fresh_list: list[int] = []
             fresh_rs = []
@@ -818,7 +832,8 @@ class Ledger:
                 r = self._new_res_index()
                 res_ids[rid] = r
                 self._res_names[r] = rid
-                self._res_content[r] = (cmd, k, int(starts[k]))
+                self._res_content[r] = cmd
+                self._fit_res_item()[r] = (k, starts[k])
                 fresh_list.append(k)
                 fresh_rs.append(r)
             fresh = np.asarray(fresh_list, np.int64)
@@ -830,7 +845,17 @@ class Ledger:
             states = self._a["res"][rs, R_STATE]
             for i in np.flatnonzero(states == _REJECTED).tolist():
                 self._final.append((now, "r", rids[int(fresh[i])]))
+        self._events.touch_columns(item_r)
         return self._reserve_columns_result(item_r, replayed, counts, starts, rejections)
+
+    def _fit_res_item(self) -> np.ndarray:
+        """`_res_item` with a row for every reservation index."""
+        item = self._res_item
+        if item.shape[0] < len(self._res_names):
+            item = np.zeros((max(len(self._res_names), 2 * item.shape[0]), 2), np.int64)
+            item[: self._res_item.shape[0]] = self._res_item
+            self._res_item = item
+        return item
 
     def _new_res_indexes(self, count: int) -> list[int]:
         """`count` calls of `_new_res_index`, in bulk (the same indexes in the same order)."""

@@ -15,6 +15,7 @@ from typing import Any
 
 import grpc
 import msgspec
+import numpy as np
 import pytest
 import pytest_asyncio
 from hypothesis import given, settings
@@ -233,6 +234,46 @@ def test_columns_that_do_not_fit_are_refused_whole() -> None:
     after = frozen(ledger)[0]
     del after["ctr"], before[0]["ctr"]  # the clock moved, nothing else
     assert after == before[0]
+
+
+_QTY_EDGES = (0, 1, 127, 128, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 10**9, -1, -32, -33)
+_QTY_EDGES += (-128, -129, -32768, -32769, -(2**31), -(2**31) - 1)
+edge_id = st.sampled_from((0, 1, 5, 31, 32, 33, 128, 255, 256, 300)).map(lambda n: "k" * n)
+
+
+@settings(max_examples=200)
+@given(
+    items=st.lists(
+        st.tuples(
+            st.one_of(edge_id, st.just("é")),
+            st.lists(st.tuples(edge_id, edge_id, st.sampled_from(_QTY_EDGES)), max_size=17).map(
+                tuple
+            ),
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+    ttl_ms=st.sampled_from((5, 1_000, 10**12)),
+    partial=st.booleans(),
+    group=st.sampled_from(("", "g", "x" * 40)),
+    data=st.data(),
+)
+def test_bulk_contents_are_the_reserves_msgpack(
+    items: list[tuple[str, tuple[tuple[str, str, int], ...]]],
+    ttl_ms: int,
+    partial: bool,
+    group: str,
+    data: st.DataObject,
+) -> None:
+    cols = _columns(
+        [(rid, tuple(Line(*x) for x in item_lines)) for rid, item_lines in items],
+        ttl_ms,
+        partial,
+        group,
+    )
+    ks = data.draw(st.lists(st.sampled_from(range(len(items))), unique=True).map(sorted))
+    want = [msgspec.msgpack.encode(cols.to_reserves()[k]) for k in ks]
+    assert cols.contents(np.array(ks, np.int64)) == want
 
 
 _decode_batch = msgspec.msgpack.Decoder(Batch).decode
