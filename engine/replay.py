@@ -30,9 +30,9 @@ memory in order, the event sequence number advances by the events counted, and `
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from itertools import repeat
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -62,10 +62,18 @@ _ID_CHARS_PLAIN_MAX = limits.ID_BYTES_MAX
 
 
 def replay(
-    ledger: Ledger, batches: Iterable[Batch], *, entries_max: int = GROUP_ENTRIES_MAX
+    ledger: Ledger,
+    batches: Iterable[Batch],
+    *,
+    decoded: bool = False,
+    entries_max: int = GROUP_ENTRIES_MAX,
 ) -> int:
     """Apply `batches` in order, leaving exactly the state `apply_batch` on each would; returns
-    how many were applied. Results are not built."""
+    how many were applied. Results are not built.
+
+    `decoded=True` promises that the batches come from `msgspec.msgpack.Decoder(Batch)` (as the
+    journal's do), so every field already has its declared type.
+    """
     from engine.ledger import _GROUP_UNKNOWN, _encode
 
     group = _Group(ledger, entries_max)
@@ -100,7 +108,7 @@ def replay(
     clock_limit = group.clock_limit
     for batch in batches:
         count += 1
-        cmds = batch.commands
+        cmds: Sequence[Any] = batch.commands
         now_ms = batch.now_ms
         if len(cmds) == 1 and type(now_ms) is int:  # noqa: E721
             cmd = cmds[0]
@@ -122,34 +130,33 @@ def replay(
                 gid = cmd.group_id
                 ttl_ms = cmd.ttl_ms
                 lines = cmd.lines
-                # `_plain_reserve` for one line, written out.
+                # `_plain_reserve` for one line, written out (the type checks only for batches
+                # that were not decoded from msgpack, which gives every field its declared type).
                 if (
-                    type(rid) is str
-                    and 0 < len(rid) <= id_max
-                    and rid.isascii()
+                    decoded
+                    or type(rid) is str
                     and type(gid) is str
-                    and len(gid) <= id_max
-                    and gid.isascii()
                     and type(ttl_ms) is int
-                    and ttl_min <= ttl_ms <= ttl_max
                     and type(cmd.allow_partial) is bool
                     and type(lines) is tuple
+                ) and (
+                    0 < len(rid) <= id_max
+                    and len(gid) <= id_max
+                    and ttl_min <= ttl_ms <= ttl_max
                     and len(lines) == 1
+                    and (decoded or type(lines[0]) is Line)
                 ):
                     line = lines[0]
                     sku = line.sku
                     node_id = line.node_id
                     qty = line.qty
                     if (
-                        type(line) is Line
-                        and type(sku) is str
-                        and 0 < len(sku) <= id_max
-                        and sku.isascii()
-                        and type(node_id) is str
+                        decoded or type(sku) is str and type(node_id) is str and type(qty) is int
+                    ) and (
+                        0 < len(sku) <= id_max
                         and 0 < len(node_id) <= id_max
-                        and node_id.isascii()
-                        and type(qty) is int
                         and 1 <= qty <= qty_max
+                        and (rid + gid + sku + node_id).isascii()
                     ):
                         if now_ms > clock:
                             clock = now_ms
@@ -266,7 +273,7 @@ class _Group:
 
     def add(self, batch: Batch) -> bool:
         """Walk one entry into the group; False (nothing done) if it must go through `apply`."""
-        cmds = batch.commands
+        cmds: Sequence[Any] = batch.commands
         reserves = 0
         for cmd in cmds:
             kind = type(cmd)
@@ -363,7 +370,7 @@ class _Group:
         )
         tracker.seq += int(events)
         if fin:
-            names = ledger._res_names
+            names: list[Any] = ledger._res_names
             ledger._final.extend(
                 zip(
                     fin_now[:fin].tolist(),

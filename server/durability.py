@@ -205,7 +205,7 @@ def _replay(ledger: Ledger, journal: Journal, after: int) -> int:
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return replay(ledger, batches())
+        return replay(ledger, batches(), decoded=True)
     except JournalError as exc:
         raise StartupError(f"{exc}; refusing to start") from None
     except msgspec.DecodeError as exc:
