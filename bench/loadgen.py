@@ -538,7 +538,7 @@ def sweep_open_loop(
 H2LOAD_ENV = "OMNISTOCK_H2LOAD"  # path to an h2load binary when it is not on PATH
 H2LOAD_CLIENT_RPS_MAX = 100.0  # one request per rps tick (h2load ticks at most every 10 ms)
 H2LOAD_PROCESSES_MAX = 400  # 40,000/s at 100/s each
-H2LOAD_STREAMS = 256  # -m: in flight per connection before h2load holds requests back
+H2LOAD_STREAMS = 64  # -m: in flight per client before h2load holds requests back (charged)
 H2LOAD_LIBEV_FLAGS = "1"  # EVBACKEND_SELECT: timer waits in µs, not rounded up to 1 ms
 H2LOAD_HEADERS = ("content-type: application/grpc", "te: trailers")
 
