@@ -722,24 +722,29 @@ def run_h2load(
         # Start the clients a fraction of a period apart so their ticks interleave evenly.
         spacing_s = 1.0 / plan[0][0] / len(plan)
         spawn0 = time.perf_counter()
-        for i, (rps, n) in enumerate(plan):
-            cmd = [
-                *pin, tool, "-n", str(n), "-c", "1", "-m", str(H2LOAD_STREAMS),
-                f"--rps={rps:.6f}", "-d", str(Path(tmp) / f"request{i % len(payloads)}.grpc"),
-                f"--log-file={Path(tmp) / f'log{i}.tsv'}",
-                *(a for h in headers for a in ("-H", h)), f"http://{target}{method}",
-            ]  # fmt: skip
-            delay = spawn0 + i * spacing_s - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            out = open(Path(tmp) / f"out{i}.txt", "wb")  # noqa: SIM115 - closed below
-            outs.append(out)
-            procs.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env))
         budget_s = duration_s + DRAIN_S_MAX + 30
-        cpu_s, statuses = _wait_all(procs, time.monotonic() + budget_s)
+        try:
+            for i, (rps, n) in enumerate(plan):
+                cmd = [
+                    *pin, tool, "-n", str(n), "-c", "1", "-m", str(H2LOAD_STREAMS),
+                    f"--rps={rps:.6f}", "-d", str(Path(tmp) / f"request{i % len(payloads)}.grpc"),
+                    f"--log-file={Path(tmp) / f'log{i}.tsv'}",
+                    *(a for h in headers for a in ("-H", h)), f"http://{target}{method}",
+                ]  # fmt: skip
+                delay = spawn0 + i * spacing_s - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                out = open(Path(tmp) / f"out{i}.txt", "wb")  # noqa: SIM115 - closed below
+                outs.append(out)
+                procs.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env))
+            cpu_s, statuses = _wait_all(procs, time.monotonic() + budget_s)
+        except BaseException:  # interrupted or a spawn failed: leave no h2load behind
+            _wait_all(procs, time.monotonic())
+            raise
+        finally:
+            for out in outs:
+                out.close()
         wall_s = time.perf_counter() - spawn0
-        for out in outs:
-            out.close()
         hist = HdrHistogram(1, LATENCY_US_MAX, 3)
         hist_send = HdrHistogram(1, LATENCY_US_MAX, 3)
         hist_lag = HdrHistogram(1, LATENCY_US_MAX, 3)
@@ -824,7 +829,11 @@ def _wait_all(procs: Sequence[subprocess.Popen[bytes]], deadline: float) -> tupl
     pending = set(range(len(procs)))
     while pending:
         for i in list(pending):
-            pid, status, ru = os.wait4(procs[i].pid, os.WNOHANG)
+            try:
+                pid, status, ru = os.wait4(procs[i].pid, os.WNOHANG)
+            except ChildProcessError:  # already reaped (a second call after an interruption)
+                pending.discard(i)
+                continue
             if pid:
                 statuses[i] = procs[i].returncode = os.waitstatus_to_exitcode(status)
                 cpu_s += ru.ru_utime + ru.ru_stime
