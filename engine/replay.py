@@ -212,6 +212,7 @@ class _Group:
         self.stream: list[int] = []
         self.req: list[int] = []
         self.lines: list[int] = []
+        self._touched = self._fin_now = self._fin_res = _EMPTY_I64
         self.start()
 
     def start(self) -> None:
@@ -349,10 +350,14 @@ class _Group:
         tracker._fit(ledger)
         a = ledger._a
         stream = np.array(self.stream, np.int64)
+        # Room for every operation and every hold that could expire (kept between groups: the
+        # live holds alone may number millions).
         size = self._held0 + self._fresh + self._ops + 1
-        touched = np.empty(size, np.int64)
-        fin_now = np.empty(size, np.int64)
-        fin_res = np.empty(size, np.int64)
+        if self._touched.shape[0] < size:
+            self._touched = np.empty(size + size // 4, np.int64)
+            self._fin_now = np.empty(size + size // 4, np.int64)
+            self._fin_res = np.empty(size + size // 4, np.int64)
+        touched, fin_now, fin_res = self._touched, self._fin_now, self._fin_res
         tracked = len(tracker._groups) > 0
         events, fin, last_now = kernel.replay_stream(
             ledger._st,

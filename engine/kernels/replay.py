@@ -166,7 +166,9 @@ def replay_stream(
         r = stream[x] >> STREAM_SHIFT
         if kind == OP_RESERVE:
             count = req[row, rk.Q_LINE_COUNT]
-            rk.reserve(st, req[row : row + 1], lines[j : j + count], now)
+            # The lines after this reservation's ride along: the kernel reads only its own, and
+            # prefetches the positions of the next ones (the following entries' reserves).
+            rk.reserve(st, req[row : row + 1], lines[j:], now)
             row += 1
             j += count
             if res[r, R_STATE] == rk.REJECTED:
