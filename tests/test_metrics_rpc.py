@@ -1,4 +1,4 @@
-"""RPC metrics kept as plain numbers (server.metrics.RpcSeries) must expose exactly what
+"""RPC and sequencer metrics kept as plain numbers (server.metrics) must expose exactly what
 prometheus_client's Histogram and Gauge would for the same calls; and the handler table of
 server.interceptors serves, counts and refuses calls once installed as the server's only
 handler."""
@@ -13,7 +13,12 @@ import pytest
 from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
 
 from server.interceptors import RpcHandlers
-from server.metrics import _RPC_SECONDS_BUCKETS, Metrics
+from server.metrics import (
+    _BATCH_COMMANDS_BUCKETS,
+    _FSYNC_SECONDS_BUCKETS,
+    _RPC_SECONDS_BUCKETS,
+    Metrics,
+)
 
 CALLS = [
     ("/a.B/C", "OK", 0.00003),
@@ -27,12 +32,12 @@ CALLS = [
 
 def _exposition(registry: CollectorRegistry) -> str:
     text = generate_latest(registry).decode()
-    text = re.sub(r"(?m)^(omnistock_rpc_duration_seconds_created\{.*\}) \S+$", r"\1 T", text)
-    # Only the RPC families (Metrics also has sequencer and snapshot ones).
-    return "\n".join(line for line in text.splitlines() if "omnistock_rpc_" in line)
+    text = re.sub(r"(?m)^(omnistock_\w+_created(\{.*\})?) \S+$", r"\1 T", text)
+    # Not the snapshot families: those are prometheus_client's own in both.
+    return "\n".join(line for line in text.splitlines() if "snapshot" not in line)
 
 
-def test_rpc_series_expose_as_prometheus_client_would() -> None:
+def test_metrics_expose_as_prometheus_client_would() -> None:
     metrics = Metrics()
     reference = CollectorRegistry()
     seconds = Histogram(
@@ -53,12 +58,38 @@ def test_rpc_series_expose_as_prometheus_client_would() -> None:
         seconds.labels(method, code).observe(s)
     metrics.rpc_started("/a.B/E")  # still running
     in_flight.labels("/a.B/E").inc()
+    batch = Histogram(
+        "omnistock_batch_commands",
+        "Commands per sequencer batch.",
+        buckets=_BATCH_COMMANDS_BUCKETS,
+        registry=reference,
+    )
+    batch_seconds = Histogram(
+        "omnistock_batch_duration_seconds",
+        "Time to apply one sequencer batch through the engine and the journal.",
+        buckets=_RPC_SECONDS_BUCKETS,
+        registry=reference,
+    )
+    fsync = Histogram(
+        "omnistock_journal_fsync_duration_seconds",
+        "Latency of one journal fsync.",
+        buckets=_FSYNC_SECONDS_BUCKETS,
+        registry=reference,
+    )
+    for commands, s in ((1, 0.0003), (64, 0.002), (100_000, 12.0)):
+        metrics.observe_batch(commands, s)
+        metrics.observe_fsync(s / 2)
+        batch.observe(commands)
+        batch_seconds.observe(s)
+        fsync.observe(s / 2)
     assert _exposition(metrics.registry) == _exposition(reference)
     sample = metrics.registry.get_sample_value
     labels = {"method": "/a.B/C", "code": "OK"}
     assert sample("omnistock_rpc_duration_seconds_count", labels) == 3
     assert sample("omnistock_rpc_duration_seconds_bucket", {**labels, "le": "5e-05"}) == 2
     assert sample("omnistock_rpc_in_flight", {"method": "/a.B/E"}) == 1
+    assert sample("omnistock_batch_commands_bucket", {"le": "64.0"}) == 2
+    assert sample("omnistock_journal_fsync_duration_seconds_count") == 3
 
 
 async def _empty(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
