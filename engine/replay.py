@@ -104,6 +104,7 @@ def replay(
     # The group's budget (see `_Group.start`): entries it may still take, and the clock it must
     # not reach; the group runs as soon as either is spent.
     clock = group.clock
+    mark = clock << _SHIFT | _MARK  # the current entry's start in the stream
     left = group.left
     clock_limit = group.clock_limit
     for batch in batches:
@@ -116,7 +117,8 @@ def replay(
             if kind is Release or kind is Commit:
                 if now_ms > clock:
                     clock = now_ms
-                stream_append(clock << _SHIFT | _MARK)
+                    mark = clock << _SHIFT | _MARK
+                stream_append(mark)
                 r = res_ids_get(cmd.reservation_id)
                 if r is not None:
                     stream_append(r << _SHIFT | (op_release if kind is Release else op_commit))
@@ -124,6 +126,7 @@ def replay(
                 if left <= 0 or clock >= clock_limit:
                     group.flush()
                     clock, left, clock_limit = group.clock, group.left, group.clock_limit
+                    mark = clock << _SHIFT | _MARK
                 continue
             if kind is Reserve:
                 rid = cmd.reservation_id
@@ -160,7 +163,8 @@ def replay(
                     ):
                         if now_ms > clock:
                             clock = now_ms
-                        stream_append(clock << _SHIFT | _MARK)
+                            mark = clock << _SHIFT | _MARK
+                        stream_append(mark)
                         r = res_ids_get(rid)
                         if r is not None:  # a replay or an id conflict: nothing changes
                             stream_append(r << _SHIFT | op_touch)
@@ -185,6 +189,7 @@ def replay(
                         if left <= 0 or clock >= clock_limit:
                             group.flush()
                             clock, left, clock_limit = group.clock, group.left, group.clock_limit
+                            mark = clock << _SHIFT | _MARK
                         continue
         group.clock, group.left = clock, left
         if not group.add(batch):
@@ -193,6 +198,7 @@ def replay(
                 ledger.apply_batch(batch)
                 group.start()  # the group's picture of the ledger is stale now
         clock, left, clock_limit = group.clock, group.left, group.clock_limit
+        mark = clock << _SHIFT | _MARK
     group.flush()
     return count
 
@@ -258,17 +264,13 @@ class _Group:
 
     def _sync(self) -> None:
         """Count what the fast loop added since the last look (it keeps only the lists)."""
-        marks = 0
-        ops = 0
         stream = self.stream
-        for x in stream[self._seen :]:
-            if x & ((1 << _SHIFT) - 1) == _MARK:
-                marks += 1
-            else:
-                ops += 1
-        self._seen = len(stream)
-        self._entries += marks
-        self._ops += ops
+        if len(stream) > self._seen:
+            new = np.array(stream[self._seen :], np.int64)
+            marks = int(np.count_nonzero(new & ((1 << _SHIFT) - 1) == _MARK))
+            self._seen = len(stream)
+            self._entries += marks
+            self._ops += new.shape[0] - marks
         self._fresh = len(self.req) // rk.REQ_COLS
         self._lines_total = len(self.lines) // 3
 
