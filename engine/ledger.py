@@ -785,27 +785,14 @@ class Ledger:
             ks = [k for k in range(n) if k not in rejections]
             valid_rids = [rids[k] for k in ks]
         m = len(valid_rids)
-        if (
-            held_before + m <= limits.RESERVATIONS_ACTIVE_MAX
-            and len(dict.fromkeys(valid_rids)) == m
-            and res_ids.keys().isdisjoint(valid_rids)
-        ):
-            fresh = np.asarray(ks, np.int64)
-            appended = not self._res_free
-            fresh_rs = self._new_res_indexes(m)
-            res_ids.update(zip(valid_rids, fresh_rs, strict=True))
+        fresh_rs = None
+        if held_before + m <= limits.RESERVATIONS_ACTIVE_MAX:
+            fresh_rs = self._take_new_ids(valid_rids, cmd)
+        if fresh_rs is not None:
+            fresh = np.arange(n, dtype=np.int64) if m == n else np.asarray(ks, np.int64)
             item = self._fit_res_item()
             item[fresh_rs, 0] = fresh
             item[fresh_rs, 1] = starts[fresh]
-            names = self._res_names
-            contents = self._res_content
-            if appended and m:  # all new indexes at the end: slices, no loop
-                names[-m:] = valid_rids
-                contents[-m:] = repeat(cmd, m)
-            else:
-                for r, rid in zip(fresh_rs, valid_rids, strict=True):
-                    names[r] = rid
-                    contents[r] = cmd
         else:
             fresh_list: list[int] = []
             fresh_rs = []
@@ -843,8 +830,9 @@ class Ledger:
             item_r[fresh] = rs
             self._reserve_columns_kernel(cmd, now, rs, fresh, counts, starts)
             states = self._a["res"][rs, R_STATE]
-            for i in np.flatnonzero(states == _REJECTED).tolist():
-                self._final.append((now, "r", rids[int(fresh[i])]))
+            rejected = fresh[states == _REJECTED].tolist()
+            if rejected:
+                self._final.extend(zip(repeat(now), repeat("r"), [rids[k] for k in rejected]))
         self._events.touch_columns(item_r)
         return self._reserve_columns_result(item_r, replayed, counts, starts, rejections)
 
@@ -856,6 +844,38 @@ class Ledger:
             item[: self._res_item.shape[0]] = self._res_item
             self._res_item = item
         return item
+
+    def _take_new_ids(self, rids: list[str], cmd: ReserveColumns) -> list[int] | None:
+        """Give every id of `rids` a new reservation index, as `_new_res_index` would one by one,
+        if none of them is known and none repeats; else change nothing and return None.
+
+        One probe of the id table per id (`setdefault` inserts or answers the known index): a
+        known or repeated id answers an index other than the one offered, and the offer is undone.
+        """
+        m = len(rids)
+        names = self._res_names
+        contents = self._res_content
+        free = self._res_free
+        names_before = len(names)
+        free_taken = min(len(free), m)
+        rs = self._new_res_indexes(m)
+        res_ids = self._res_ids
+        got = list(map(res_ids.setdefault, rids, rs))
+        if got != rs:
+            for rid, r, was in zip(rids, rs, got, strict=True):
+                if was == r:  # inserted by this call (a known id answers its own index)
+                    del res_ids[rid]
+            del names[names_before:], contents[names_before:]
+            free.extend(reversed(rs[:free_taken]))
+            return None
+        if free_taken == 0:  # all new indexes at the end: slices, no loop
+            names[names_before:] = rids
+            contents[names_before:] = repeat(cmd, m)
+        else:
+            for r, rid in zip(rs, rids, strict=True):
+                names[r] = rid
+                contents[r] = cmd
+        return rs
 
     def _new_res_indexes(self, count: int) -> list[int]:
         """`count` calls of `_new_res_index`, in bulk (the same indexes in the same order)."""
