@@ -48,6 +48,7 @@ SKUS = 1_000
 STOCK_PER_POSITION = 10**12  # never runs out: every reserve is a full, successful script run
 TTL_MS = 600_000
 RUN_TIMEOUT_S = 300
+START_TIMEOUT_S = 30.0
 
 
 def encode_command(*args: str | int) -> bytes:
@@ -270,13 +271,13 @@ class _PrivateRedis:
         self._log = log
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             try:
                 with redis.Redis.from_url(self.url) as r:
                     r.ping()
                 break
-            except redis.ConnectionError:
+            except (redis.ConnectionError, redis.TimeoutError):
                 if time.monotonic() > deadline or self.proc.poll() is not None:
                     self.close()
                     raise RuntimeError("private redis-server did not start") from None
