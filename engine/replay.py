@@ -203,6 +203,10 @@ def replay(
     return count
 
 
+def _int64s(values: list[int]) -> np.ndarray:
+    return np.fromiter(values, np.int64, len(values))
+
+
 class _Group:
     """Consecutive entries of plain reservation commands, walked in Python, run in one call."""
 
@@ -262,11 +266,15 @@ class _Group:
         )
         self.left = max(room, 0)
 
-    def _sync(self) -> None:
-        """Count what the fast loop added since the last look (it keeps only the lists)."""
+    def _sync(self, stream_array: np.ndarray | None = None) -> None:
+        """Count what the fast loop added since the last look (it keeps only the lists);
+        `stream_array` is the whole stream as an array when the caller has made it."""
         stream = self.stream
         if len(stream) > self._seen:
-            new = np.array(stream[self._seen :], np.int64)
+            if stream_array is None:
+                new = _int64s(stream[self._seen :])
+            else:
+                new = stream_array[self._seen :]
             marks = int(np.count_nonzero(new & ((1 << _SHIFT) - 1) == _MARK))
             self._seen = len(stream)
             self._entries += marks
@@ -345,13 +353,13 @@ class _Group:
         """Run the group's entries, then what `apply` does after the last one."""
         if not self.stream:
             return
-        self._sync()
+        stream = _int64s(self.stream)
+        self._sync(stream)
         ledger = self._ledger
         ledger._ensure(res=len(ledger._res_names), lines=self._lines_total, heap=self._fresh)
         tracker = ledger._events
         tracker._fit(ledger)
         a = ledger._a
-        stream = np.array(self.stream, np.int64)
         # Room for every operation and every hold that could expire (kept between groups: the
         # live holds alone may number millions).
         size = self._held0 + self._fresh + self._ops + 1
@@ -364,8 +372,8 @@ class _Group:
         events, fin, last_now = kernel.replay_stream(
             ledger._st,
             stream,
-            np.array(self.req, np.int64).reshape(-1, rk.REQ_COLS),
-            np.array(self.lines, np.int64).reshape(-1, 3),
+            _int64s(self.req).reshape(-1, rk.REQ_COLS),
+            _int64s(self.lines).reshape(-1, 3),
             a["ev_last"],
             tracker._sku_mark if tracked else _EMPTY_U8,
             tracker._skus_out,
