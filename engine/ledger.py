@@ -323,6 +323,18 @@ def _ids_plain(column: list[str]) -> bool:
     return bool(lengths.min() >= 1 and lengths.max() <= _ID_CHARS_PLAIN_MAX)
 
 
+def _intern_column(ids: dict[str, int], column: list[str]) -> np.ndarray:
+    """Interned ids of a name column (EMPTY for an unknown name), as int64[n]."""
+    try:
+        return np.fromiter(map(ids.get, column, repeat(EMPTY)), np.int64, len(column))
+    except TypeError:  # an unhashable "name": unknown, and its item is refused as invalid
+        return np.fromiter(
+            (ids.get(x, EMPTY) if isinstance(x, str) else EMPTY for x in column),
+            np.int64,
+            len(column),
+        )
+
+
 def _ids_plain_each(column: list[str]) -> np.ndarray:
     """`_ids_plain` per id, as bool[n] (False = maybe invalid: `_check_id` decides)."""
     return np.fromiter(
@@ -771,7 +783,11 @@ class Ledger:
         counts = cmd.counts()
         starts = np.zeros(n + 1, np.int64)
         np.cumsum(counts, out=starts[1:])
-        rejections = self._reserve_columns_invalid(cmd, counts, starts)
+        # Names to ids first: a known name was checked when it was interned, so only unknown
+        # names need the id checks.
+        sku_ids = _intern_column(self._skus.ids, cmd.skus)
+        node_ids = _intern_column(self._nodes.ids, cmd.node_ids)
+        rejections = self._reserve_columns_invalid(cmd, counts, starts, sku_ids, node_ids)
         # Ids: one lookup each. The common case (all valid, all new, no id twice, room for every
         # hold) takes the ids in bulk; anything else goes item by item, as `_reserve_run` does.
         res_ids = self._res_ids
@@ -828,7 +844,7 @@ class Ledger:
         if fresh_rs:
             rs = np.asarray(fresh_rs, np.int64)
             item_r[fresh] = rs
-            self._reserve_columns_kernel(cmd, now, rs, fresh, counts, starts)
+            self._reserve_columns_kernel(cmd, now, rs, fresh, counts, sku_ids, node_ids)
             states = self._a["res"][rs, R_STATE]
             rejected = fresh[states == _REJECTED].tolist()
             if rejected:
@@ -894,7 +910,12 @@ class Ledger:
         return rs
 
     def _reserve_columns_invalid(
-        self, cmd: ReserveColumns, counts: np.ndarray, starts: np.ndarray
+        self,
+        cmd: ReserveColumns,
+        counts: np.ndarray,
+        starts: np.ndarray,
+        sku_ids: np.ndarray,
+        node_ids: np.ndarray,
     ) -> dict[int, Rejection]:
         """Each invalid item's Rejection, exactly as `_validate_reserve` words it for its Reserve.
 
@@ -909,9 +930,11 @@ class Ledger:
         if scalars_ok:
             maybe = (counts < 1) | (counts > limits.REQUEST_LINES_MAX)
             line_bad = (qtys < 1) | (qtys > limits.QTY_MAX)
-            for column in (cmd.skus, cmd.node_ids):
-                if not _ids_plain(column):
-                    line_bad |= ~_ids_plain_each(column)
+            for column, ids in ((cmd.skus, sku_ids), (cmd.node_ids, node_ids)):
+                unknown = np.flatnonzero(ids == EMPTY)
+                if unknown.size:
+                    names = [column[j] for j in unknown.tolist()]
+                    line_bad[unknown] |= ~_ids_plain_each(names)
             if line_bad.any():
                 sums = np.zeros(line_bad.shape[0] + 1, np.int64)
                 np.cumsum(line_bad, out=sums[1:])
@@ -937,7 +960,8 @@ class Ledger:
         rs: np.ndarray,
         fresh: np.ndarray,
         counts: np.ndarray,
-        starts: np.ndarray,
+        sku_ids: np.ndarray,
+        node_ids: np.ndarray,
     ) -> None:
         """One reserve kernel call for the fresh items (`fresh`, their indexes `rs`)."""
         m = rs.shape[0]
@@ -963,21 +987,15 @@ class Ledger:
         req[:, reserve.Q_ALLOW_PARTIAL] = bool(cmd.allow_partial)
         req[:, reserve.Q_GROUP] = g
         req[:, reserve.Q_LINE_COUNT] = fresh_counts
-        skus = cmd.skus
-        node_ids = cmd.node_ids
         qtys = cmd.qty_column()
         if m < n:
-            take = np.flatnonzero(np.repeat(np.isin(np.arange(n), fresh), counts))
-            skus = [skus[j] for j in take.tolist()]
-            node_ids = [node_ids[j] for j in take.tolist()]
+            take = np.repeat(np.isin(np.arange(n), fresh), counts)
+            sku_ids = sku_ids[take]
+            node_ids = node_ids[take]
             qtys = qtys[take]
         lines = np.empty((lines_total, 3), np.int64)
-        lines[:, 0] = np.fromiter(
-            map(self._skus.ids.get, skus, repeat(EMPTY)), np.int64, lines_total
-        )
-        lines[:, 1] = np.fromiter(
-            map(self._nodes.ids.get, node_ids, repeat(EMPTY)), np.int64, lines_total
-        )
+        lines[:, 0] = sku_ids
+        lines[:, 1] = node_ids
         lines[:, 2] = qtys
         reserve.reserve(self._st, req, lines, now)
         self._lines_live += lines_total

@@ -1,9 +1,10 @@
 """ReservationService: holds, commits, releases, fulfilments — one command each, or many at once.
 
-Every mutation goes through the sequencer. The batch forms (`ReserveBatch`, `StreamReserve`,
-`CommitBatch`, `ReleaseBatch`) submit their commands with one `submit_many`, so a message shares
-one engine batch and one journal write. Inside a batch one bad item does not fail the others: it
-is listed in `errors` and its state is REJECTED (or unchanged).
+Every mutation goes through the sequencer. `ReserveBatch` and `StreamReserve` submit one columnar
+`ReserveColumns` command per message (no Python object per reservation or line);
+`CommitBatch` and `ReleaseBatch` submit their commands with one `submit_many`. Either way a
+message shares one engine batch and one journal write. Inside a batch one bad item does not fail
+the others: it is listed in `errors` and its state is REJECTED (or unchanged).
 """
 
 from __future__ import annotations
@@ -92,59 +93,32 @@ def _item_error(index: int, rejection: Rejection) -> types_pb2.BatchItemError:
     )
 
 
-def _plain_ids(column: list[str]) -> bool:
-    """Every id is 1..ID_BYTES_MAX ASCII characters (at C speed; `check_id` finds culprits)."""
-    if not "".join(column).isascii():
-        return False
-    lengths = np.fromiter(map(len, column), np.int64, len(column))
-    return bool(lengths.min() >= 1 and lengths.max() <= limits.ID_BYTES_MAX)
-
-
-def _item_errors(
+def _column_error(
+    r: int,
     ids: list[str],
-    line_counts: np.ndarray,
     starts: np.ndarray,
     skus: list[str],
     node_ids: list[str],
     qtys: np.ndarray,
-) -> dict[int, Rejection]:
-    """Each bad item's error: the checks run over whole columns, and only an item they flag is
-    looked at one field at a time (which words the error: first bad field of the item)."""
-    qty_bad = (qtys < 1) | (qtys > limits.QTY_MAX)
-    line_bad = qty_bad.copy()
-    for column in (skus, node_ids):
-        if not _plain_ids(column):
-            line_bad |= ~np.fromiter(
-                (0 < len(x) <= limits.ID_BYTES_MAX and x.isascii() for x in column),
-                np.bool_,
-                len(column),
-            )
-    maybe = line_counts == 0
-    if line_bad.any():
-        sums = np.zeros(line_bad.shape[0] + 1, np.int64)
-        np.cumsum(line_bad, out=sums[1:])
-        maybe |= sums[starts[1:]] > sums[starts[:-1]]
-    if not _plain_ids(ids):
-        maybe |= ~np.fromiter(
-            (0 < len(x) <= limits.ID_BYTES_MAX and x.isascii() for x in ids), np.bool_, len(ids)
-        )
-    errors: dict[int, Rejection] = {}
-    for r in np.flatnonzero(maybe).tolist():
-        l0 = int(starts[r])
-        l1 = int(starts[r + 1])
-        try:
-            check_id(ids[r], f"reservation_ids[{r}]")
-            if l0 == l1:
-                raise_invalid(f"line_counts[{r}]", "must be at least 1")
-            if qty_bad[l0:l1].any():
-                j = l0 + int(np.flatnonzero(qty_bad[l0:l1])[0])
-                check_qty(int(qtys[j]), f"qtys[{j}]")
-            for j in range(l0, l1):
-                check_id(skus[j], f"skus[{j}]")
-                check_id(node_ids[j], f"node_ids[{j}]")
-        except EngineError as exc:
-            errors[r] = exc.rejection
-    return errors
+) -> Rejection | None:
+    """Item r's error worded for the columns (`qtys[7]`, not the engine's `lines[0].qty`): its
+    first bad field, in the order id, line count, quantities, then names line by line."""
+    l0 = int(starts[r])
+    l1 = int(starts[r + 1])
+    try:
+        check_id(ids[r], f"reservation_ids[{r}]")
+        if l0 == l1:
+            raise_invalid(f"line_counts[{r}]", "must be at least 1")
+        qty_bad = (qtys[l0:l1] < 1) | (qtys[l0:l1] > limits.QTY_MAX)
+        if qty_bad.any():
+            j = l0 + int(np.flatnonzero(qty_bad)[0])
+            check_qty(int(qtys[j]), f"qtys[{j}]")
+        for j in range(l0, l1):
+            check_id(skus[j], f"skus[{j}]")
+            check_id(node_ids[j], f"node_ids[{j}]")
+    except EngineError as exc:
+        return exc.rejection
+    return None
 
 
 class ReservationServicer(reservation_pb2_grpc.ReservationServiceServicer):
@@ -257,8 +231,8 @@ class ReservationServicer(reservation_pb2_grpc.ReservationServiceServicer):
     async def _reserve_batch(
         self, request: reservation_pb2.ReserveBatchRequest, context: grpc.aio.ServicerContext
     ) -> reservation_pb2.ReserveBatchResponse:
-        # Malformed columns refuse the whole call (INVALID_ARGUMENT, nothing applied); a bad item
-        # is an entry in `errors` and is left out of the one ReserveColumns command.
+        # Malformed columns refuse the whole call (INVALID_ARGUMENT, nothing applied); the rest is
+        # one ReserveColumns command, in which a bad item is an entry in `errors` (REJECTED).
         ids = list(request.reservation_ids)
         count = len(ids)
         check_count(count, "reservation_ids")
@@ -279,67 +253,34 @@ class ReservationServicer(reservation_pb2_grpc.ReservationServiceServicer):
         skus = list(request.skus)
         node_ids = list(request.node_ids)
         qtys = np.array(request.qtys, np.int64)
-        starts = np.zeros(count + 1, np.int64)
-        np.cumsum(line_counts, out=starts[1:])
-        errors = _item_errors(ids, line_counts, starts, skus, node_ids, qtys)
-        if not errors:
-            command = ReserveColumns(
-                ids,
-                line_counts.tobytes(),
-                skus,
-                node_ids,
-                qtys.tobytes(),
-                request.ttl_ms,
-                request.allow_partial,
-                request.group_id,
-            )
-            result = await submit(self.app, context, command)
-            errors = result.rejections
-            return reservation_pb2.ReserveBatchResponse(
-                states=result.states,
-                replayed=result.replayed,
-                expires_at_ms=result.expires_at_ms,
-                reserved_qtys=result.held_qtys,
-                line_statuses=result.line_statuses,
-                errors=[_item_error(r, errors[r]) for r in sorted(errors)] if errors else (),
-                batch_id=request.batch_id,
-            )
-        keep = np.ones(count, np.bool_)
-        keep[list(errors)] = False
-        states = np.full(count, _REJECTED, np.int64)
-        replayed = np.zeros(count, np.bool_)
-        expires_at_ms = np.zeros(count, np.int64)
-        held_qtys = np.zeros(lines_total, np.int64)
-        line_statuses = np.zeros(lines_total, np.int64)
-        if keep.any():
-            submitted = np.flatnonzero(keep)
-            line_keep = np.repeat(keep, line_counts)
-            line_idx = np.flatnonzero(line_keep).tolist()
-            command = ReserveColumns(
-                [ids[r] for r in submitted.tolist()],
-                line_counts[keep].tobytes(),
-                [skus[j] for j in line_idx],
-                [node_ids[j] for j in line_idx],
-                qtys[line_keep].tobytes(),
-                request.ttl_ms,
-                request.allow_partial,
-                request.group_id,
-            )
-            result = await submit(self.app, context, command)
-            for k, rejection in result.rejections.items():
-                errors[int(submitted[k])] = rejection
-            states[submitted] = result.states
-            replayed[submitted] = result.replayed
-            expires_at_ms[submitted] = result.expires_at_ms
-            held_qtys[line_keep] = result.held_qtys
-            line_statuses[line_keep] = result.line_statuses
+        # Every item goes to the engine, which checks each as its Reserve would be checked; an
+        # invalid item's error is then worded for the columns.
+        command = ReserveColumns(
+            ids,
+            line_counts.tobytes(),
+            skus,
+            node_ids,
+            qtys.tobytes(),
+            request.ttl_ms,
+            request.allow_partial,
+            request.group_id,
+        )
+        result = await submit(self.app, context, command)
+        errors = result.rejections
+        if errors:
+            starts = np.zeros(count + 1, np.int64)
+            np.cumsum(line_counts, out=starts[1:])
+            for r, rejection in errors.items():
+                if rejection.code == Code.INVALID_ARGUMENT:
+                    worded = _column_error(r, ids, starts, skus, node_ids, qtys)
+                    errors[r] = worded if worded is not None else rejection
         return reservation_pb2.ReserveBatchResponse(
-            states=states.tolist(),
-            replayed=replayed.tolist(),
-            expires_at_ms=expires_at_ms.tolist(),
-            reserved_qtys=held_qtys.tolist(),
-            line_statuses=line_statuses.tolist(),
-            errors=[_item_error(r, errors[r]) for r in sorted(errors)],
+            states=result.states,
+            replayed=result.replayed,
+            expires_at_ms=result.expires_at_ms,
+            reserved_qtys=result.held_qtys,
+            line_statuses=result.line_statuses,
+            errors=[_item_error(r, errors[r]) for r in sorted(errors)] if errors else (),
             batch_id=request.batch_id,
         )
 
