@@ -727,11 +727,11 @@ class Ledger:
         """Reservation r's content, `_encode(Reserve(...))`, made now if a ReserveColumns left a
         reference (replays, conflicts and snapshots compare or store these bytes)."""
         content = self._res_content[r]
-        if type(content) is not bytes:
-            assert content is not None
+        if isinstance(content, ReserveColumns):
             k, l0 = self._res_item[r].tolist()
             content = _encode(content.reserve_at(k, l0))
             self._res_content[r] = content
+        assert content is not None
         return content
 
     def _contents(self) -> list[bytes | None]:
@@ -755,7 +755,7 @@ class Ledger:
         """Reservation r's content as a Reserve command."""
         content = self._res_content[r]
         assert content is not None
-        if type(content) is ReserveColumns:
+        if isinstance(content, ReserveColumns):
             k, l0 = self._res_item[r].tolist()
             return content.reserve_at(k, l0)
         memo = self._view_memo
@@ -794,6 +794,7 @@ class Ledger:
         item_r = np.full(n, -1, np.int64)
         replayed = np.zeros(n, np.bool_)
         held_before = self._ctr.item(C_HELD)
+        ks: Sequence[int]
         if not rejections:
             ks = range(n)
             valid_rids = rids
@@ -943,7 +944,7 @@ class Ledger:
                 maybe |= ~_ids_plain_each(cmd.reservation_ids)
             if not maybe.any():
                 return {}
-            candidates = np.flatnonzero(maybe).tolist()
+            candidates: Sequence[int] = np.flatnonzero(maybe).tolist()
         else:
             candidates = range(n)
         rejections = {}
