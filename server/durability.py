@@ -152,6 +152,7 @@ def recover(config: ServerConfig, store: SnapshotStore | None = None) -> Recover
             segment_bytes_max=config.journal_segment_bytes,
             async_interval_ms=config.async_fsync_interval_ms,
             start_seq=after + 1,
+            keep_after=after,  # the checked segments stay in memory for `_replay`: read once
         )
     except JournalError as exc:
         raise StartupError(f"journal {journal_dir}: {exc}; refusing to start") from None

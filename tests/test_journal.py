@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.persistence import journal as journal_module
 from engine.persistence.journal import (
     RECORD_HEADER_BYTES,
     Journal,
@@ -128,6 +129,69 @@ def test_closed_journal_refuses_appends(tmp_path: Path) -> None:
     journal.close()
     with pytest.raises(JournalError, match="closed"):
         journal.append(b"x")
+
+
+# -- recovery reads each segment once (open(keep_after=...)) ------------------------------
+
+
+def _flip(path: Path, offset: int) -> None:
+    damaged = bytearray(path.read_bytes())
+    damaged[offset] ^= 0xFF
+    path.write_bytes(bytes(damaged))
+
+
+def test_kept_segments_replay_what_open_checked_without_reading_again(tmp_path: Path) -> None:
+    write_journal(tmp_path, 300, segment_bytes_max=2048)
+    paths = segments(tmp_path)
+    assert len(paths) > 4
+    for keep_after, after in [(0, 0), (0, 137), (137, 137), (137, 250), (137, 0), (300, 0)]:
+        with Journal.open(tmp_path, "none", keep_after=keep_after) as journal:
+            kept = [s.kept is not None for s in journal._segments]
+            assert kept == [s.last_seq > keep_after for s in journal._segments]
+            # Damage on disk after `open` does not reach the replay of the kept segments: they
+            # are not read again. A segment that was not kept is read and checked again.
+            for path in paths:
+                _flip(path, RECORD_HEADER_BYTES + 1)
+            try:
+                if all(kept[i] for i, s in enumerate(journal._segments) if s.last_seq > after):
+                    assert list(journal.replay(after)) == expected(300)[after:]
+                else:
+                    with pytest.raises(JournalCorruptError, match="offset 0: record checksum"):
+                        list(journal.replay(after))
+                # The first replay took what was kept; the next one reads the files.
+                assert all(s.kept is None for s in journal._segments)
+                with pytest.raises(JournalCorruptError, match="while replaying seq"):
+                    list(journal.replay(after))
+            finally:
+                for path in paths:
+                    _flip(path, RECORD_HEADER_BYTES + 1)
+    assert replayed(tmp_path) == expected(300)
+
+
+def test_kept_segments_with_a_torn_tail_appends_and_a_byte_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_journal(tmp_path, 300, segment_bytes_max=2048)
+    last = segments(tmp_path)[-1]
+    last.write_bytes(last.read_bytes()[:-3])  # a torn tail: seq 300 is cut at open
+    with Journal.open(tmp_path, "none", segment_bytes_max=2048, keep_after=0) as journal:
+        assert journal.last_seq == 299 and journal._segments[-1].kept is not None
+        assert journal.append(b"new") == 300  # drops what was kept of the segment written to
+        assert journal._segments[-1].kept is None and journal._segments[0].kept is not None
+        assert list(journal.replay(0)) == [*expected(299), (300, b"new")]
+    monkeypatch.setattr(journal_module, "KEPT_BYTES_MAX", 2 * 2048)
+    with Journal.open(tmp_path, "none", keep_after=0) as journal:
+        kept_bytes = sum(s.size_bytes for s in journal._segments if s.kept is not None)
+        assert 0 < kept_bytes <= 2 * 2048 and journal._segments[-1].kept is None
+        assert list(journal.replay(50)) == [*expected(299), (300, b"new")][50:]
+
+
+def test_open_with_keep_after_refuses_damage_like_open(tmp_path: Path) -> None:
+    write_journal(tmp_path, 100, segment_bytes_max=1024)
+    first = segments(tmp_path)[0]
+    _flip(first, first.stat().st_size // 2)
+    with pytest.raises(JournalCorruptError, match=f"{first.name} offset .*not the last"):
+        Journal.open(tmp_path, "none", keep_after=0)
 
 
 # -- torn tails and corruption -------------------------------------------------------------

@@ -22,6 +22,7 @@ import struct
 import threading
 import time
 import zlib
+from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from typing import Literal
 
 __all__ = [
     "ENTRY_BYTES_MAX",
+    "KEPT_BYTES_MAX",
     "SEGMENT_BYTES_DEFAULT",
     "ASYNC_INTERVAL_MS_DEFAULT",
     "Durability",
@@ -52,6 +54,8 @@ _MAGIC_BYTES = struct.pack("<I", RECORD_MAGIC)
 ENTRY_BYTES_MAX = 32 * 1024 * 1024
 SEGMENT_BYTES_DEFAULT = 64 * 1024 * 1024
 SEGMENT_BYTES_MIN = 1024
+# `open(keep_after=...)` keeps at most this many bytes of checked segments for the first replay.
+KEPT_BYTES_MAX = 512 * 1024 * 1024
 ASYNC_INTERVAL_MS_DEFAULT = 5.0
 ASYNC_INTERVAL_MS_MAX = 1000.0
 SEQ_DIGITS = 20
@@ -62,6 +66,7 @@ _SEGMENT_RE = re.compile(r"^journal-(\d{20})\.log$")
 # A record larger than a default segment would be written to a segment of its own, which works
 # but defeats trimming; keep the limits in the intended relationship.
 assert ENTRY_BYTES_MAX + RECORD_HEADER_BYTES <= SEGMENT_BYTES_DEFAULT
+assert SEGMENT_BYTES_DEFAULT <= KEPT_BYTES_MAX
 assert 0 < ASYNC_INTERVAL_MS_DEFAULT <= ASYNC_INTERVAL_MS_MAX
 assert 10**SEQ_DIGITS > 2**64  # Every u64 seq fits in a segment name.
 
@@ -93,6 +98,17 @@ class _Segment:
     first_seq: int
     last_seq: int  # first_seq - 1 while the segment is empty.
     size_bytes: int
+    # The segment's bytes and record offsets as `open` checked them (see `_Checked`), kept for
+    # the first `replay` so it neither reads nor checks them again; None otherwise.
+    kept: _Checked | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    """Checked records of one segment: record i spans ``data[offsets[i]:offsets[i + 1]]``."""
+
+    data: bytes
+    offsets: array[int]  # the start of every record, then the end of the last one
 
 
 def segment_name(first_seq: int) -> str:
@@ -109,7 +125,37 @@ def encode_record(seq: int, payload: bytes | memoryview) -> bytes:
     return b"".join((head, seq_len, payload))
 
 
-def _parse_at(data: memoryview, offset: int) -> tuple[int, int] | str:
+def _scan(data: bytes, offset: int, expected: int, offsets: array[int]) -> tuple[int, int]:
+    """Walk the valid records ``expected, expected + 1, ...`` from ``offset``, appending the
+    start of each to ``offsets``; return ``(offset, expected)`` where the walk stopped: the end of
+    ``data`` or a record that ``_parse_at`` rejects or whose seq is not ``expected``.
+
+    This is the hot loop of recovery, so it is ``_parse_at`` unrolled: one header unpack and one
+    CRC call per record (``seq | payload_len | payload`` are contiguous in ``data``).
+    """
+    unpack = _HEADER.unpack_from
+    crc32 = zlib.crc32
+    append = offsets.append
+    size = len(data)
+    header_last = size - RECORD_HEADER_BYTES
+    while offset <= header_last:
+        magic, crc, seq, payload_len = unpack(data, offset)
+        end = offset + RECORD_HEADER_BYTES + payload_len
+        if (
+            magic != RECORD_MAGIC
+            or seq != expected
+            or end > size
+            or payload_len > ENTRY_BYTES_MAX
+            or crc32(data[offset + _CRC_FIELDS_OFFSET : end]) != crc
+        ):
+            break
+        append(offset)
+        offset = end
+        expected += 1
+    return offset, expected
+
+
+def _parse_at(data: bytes, offset: int) -> tuple[int, int] | str:
     """The record at ``offset`` as ``(seq, end_offset)``, or why it is not a valid record."""
     size = len(data)
     if size - offset < RECORD_HEADER_BYTES:
@@ -129,15 +175,14 @@ def _parse_at(data: memoryview, offset: int) -> tuple[int, int] | str:
     return seq, end
 
 
-def _valid_record_after(data: memoryview, start: int, seq_min: int) -> int | None:
+def _valid_record_after(data: bytes, start: int, seq_min: int) -> int | None:
     """Offset of a checksum-valid record at or after ``start`` with ``seq >= seq_min``."""
-    raw = data.obj if isinstance(data.obj, bytes) else bytes(data)
-    offset = raw.find(_MAGIC_BYTES, start)
+    offset = data.find(_MAGIC_BYTES, start)
     while offset != -1:
         parsed = _parse_at(data, offset)
         if isinstance(parsed, tuple) and parsed[0] >= seq_min:
             return offset
-        offset = raw.find(_MAGIC_BYTES, offset + 1)
+        offset = data.find(_MAGIC_BYTES, offset + 1)
     return None
 
 
@@ -218,6 +263,7 @@ class Journal:
         segment_bytes_max: int = SEGMENT_BYTES_DEFAULT,
         async_interval_ms: float = ASYNC_INTERVAL_MS_DEFAULT,
         start_seq: int = 1,
+        keep_after: int | None = None,
     ) -> Journal:
         """Open (creating if needed) the journal in ``directory`` and recover it.
 
@@ -225,6 +271,11 @@ class Journal:
         no valid record after it) is cut away and logged; any other damage raises
         ``JournalCorruptError`` naming the file and byte offset. ``start_seq`` is the first
         sequence number of a journal that has no segments yet.
+
+        ``keep_after`` (recovery passes its snapshot's seq): the checked bytes of the segments
+        holding entries after it (up to ``KEPT_BYTES_MAX``) stay in memory until the first
+        ``replay``, which then reads and checks them no second time and lets each go once it has
+        yielded its entries. An append drops what is kept of the segment it writes to.
         """
         if durability not in DURABILITY_MODES:
             raise JournalError(f"durability must be one of {DURABILITY_MODES}, got {durability!r}")
@@ -242,7 +293,9 @@ class Journal:
                 fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise JournalError(f"journal {path} is in use by another process") from None
-            segments = _recover(path, start_seq, truncate_sync=durability != "none")
+            segments = _recover(
+                path, start_seq, truncate_sync=durability != "none", keep_after=keep_after
+            )
             return cls(path, durability, segments, lock_fd, segment_bytes_max, async_interval_ms)
         except BaseException:
             os.close(lock_fd)
@@ -311,6 +364,7 @@ class Journal:
             raise JournalError(f"journal write failed: {exc}") from exc
         self._segments[-1].size_bytes += len(data)
         self._segments[-1].last_seq = last_seq
+        self._segments[-1].kept = None
         self._last_seq = last_seq
 
     def _roll_locked(self, first_seq: int) -> _Segment:
@@ -392,39 +446,39 @@ class Journal:
         """Yield ``(seq, payload)`` for every entry with ``seq > after_seq``, in order.
 
         Raises ``JournalCorruptError`` if entries after ``after_seq`` were trimmed away or a
-        record no longer validates.
+        record no longer validates. The first call takes what ``open(keep_after=...)`` kept.
         """
         with self._lock:
             self._check_usable()
             end_seq = self._last_seq
             segments = [
-                (s.path, s.first_seq, s.last_seq, s.size_bytes)
+                (s.path, s.first_seq, s.last_seq, s.size_bytes, s.kept)
                 for s in self._segments
                 if s.last_seq > after_seq and s.last_seq >= s.first_seq
             ]
+            for segment in self._segments:
+                segment.kept = None
             first_seq = self._segments[0].first_seq
         if after_seq + 1 < first_seq and end_seq > after_seq:
             raise JournalCorruptError(
                 f"journal {self._directory} starts at seq {first_seq} but replay needs the "
                 f"entries after seq {after_seq}: they were trimmed"
             )
-        for path, seg_first, seg_last, size_bytes in segments:
-            with open(path, "rb") as file:
-                data = memoryview(file.read(size_bytes))
-            offset = 0
-            expected = seg_first
-            while expected <= min(seg_last, end_seq):
-                parsed = _parse_at(data, offset)
-                if isinstance(parsed, str) or parsed[0] != expected:
-                    why = parsed if isinstance(parsed, str) else f"seq {parsed[0]}"
-                    raise JournalCorruptError(
-                        f"journal {path} offset {offset}: {why} while replaying seq {expected}"
-                    )
-                end = parsed[1]
-                if expected > after_seq:
-                    yield expected, bytes(data[offset + RECORD_HEADER_BYTES : end])
-                offset = end
-                expected += 1
+        segments.reverse()
+        while segments:
+            # Popped one at a time, so each segment's bytes go as soon as it is replayed.
+            path, seg_first, seg_last, size_bytes, kept = segments.pop()
+            stop_seq = min(seg_last, end_seq)
+            if kept is None:
+                kept = _read_checked(path, seg_first, stop_seq, size_bytes)
+            data, offsets = kept.data, kept.offsets
+            seq = max(seg_first, after_seq + 1)
+            start = offsets[seq - seg_first]
+            for end in offsets[seq - seg_first + 1 : stop_seq - seg_first + 2]:
+                yield seq, data[start + RECORD_HEADER_BYTES : end]
+                start = end
+                seq += 1
+            del kept, data, offsets
 
     def trim(self, upto_seq: int) -> int:
         """Delete whole segments whose entries are all ``<= upto_seq``; return how many.
@@ -470,6 +524,8 @@ class Journal:
         finally:
             with self._lock:
                 self._closed = True
+                for segment in self._segments:
+                    segment.kept = None
                 os.close(self._fd)
                 os.close(self._lock_fd)
 
@@ -490,7 +546,26 @@ def _list_segments(directory: Path) -> list[tuple[int, Path]]:
     return found
 
 
-def _recover(directory: Path, start_seq: int, truncate_sync: bool) -> list[_Segment]:
+def _read_checked(path: Path, first_seq: int, stop_seq: int, size_bytes: int) -> _Checked:
+    """Read a segment again (``replay`` without what ``open`` kept) and check it up to
+    ``stop_seq``."""
+    with open(path, "rb") as file:
+        data = file.read(size_bytes)
+    offsets: array[int] = array("Q")
+    offset, expected = _scan(data, 0, first_seq, offsets)
+    if expected <= stop_seq:
+        parsed = _parse_at(data, offset)
+        why = parsed if isinstance(parsed, str) else f"seq {parsed[0]}"
+        raise JournalCorruptError(
+            f"journal {path} offset {offset}: {why} while replaying seq {expected}"
+        )
+    offsets.append(offset)
+    return _Checked(data, offsets)
+
+
+def _recover(
+    directory: Path, start_seq: int, truncate_sync: bool, keep_after: int | None = None
+) -> list[_Segment]:
     listed = _list_segments(directory)
     if not listed:
         path = directory / segment_name(start_seq)
@@ -499,6 +574,7 @@ def _recover(directory: Path, start_seq: int, truncate_sync: bool) -> list[_Segm
         _fsync_dir(directory)
         return [_Segment(path, start_seq, start_seq - 1, 0)]
     segments: list[_Segment] = []
+    kept_bytes = 0
     expected = listed[0][0]
     for index, (name_seq, path) in enumerate(listed):
         is_last = index == len(listed) - 1
@@ -508,14 +584,11 @@ def _recover(directory: Path, start_seq: int, truncate_sync: bool) -> list[_Segm
                 f"segment ends at seq {expected - 1} (sequence gap)"
             )
         with open(path, "rb") as file:
-            data = memoryview(file.read())
-        offset = 0
-        while offset < len(data):
+            data = file.read()
+        offsets: array[int] = array("Q")
+        offset, expected = _scan(data, 0, expected, offsets)
+        if offset < len(data):
             parsed = _parse_at(data, offset)
-            if isinstance(parsed, tuple) and parsed[0] == expected:
-                offset = parsed[1]
-                expected += 1
-                continue
             if isinstance(parsed, tuple):
                 raise JournalCorruptError(
                     f"journal {path} offset {offset}: record has seq {parsed[0]}, "
@@ -539,14 +612,21 @@ def _recover(directory: Path, start_seq: int, truncate_sync: bool) -> list[_Segm
                 len(data) - offset,
                 expected - 1,
             )
-            data.release()
             _truncate(path, offset, truncate_sync)
-            break
         if not is_last and expected == name_seq:
             raise JournalCorruptError(
                 f"journal {path} offset 0: empty segment followed by newer segments"
             )
-        segments.append(_Segment(path, name_seq, expected - 1, offset))
+        segment = _Segment(path, name_seq, expected - 1, offset)
+        if (
+            keep_after is not None
+            and segment.last_seq > keep_after
+            and kept_bytes + offset <= KEPT_BYTES_MAX
+        ):
+            offsets.append(offset)
+            segment.kept = _Checked(data, offsets)
+            kept_bytes += offset
+        segments.append(segment)
     return segments
 
 
