@@ -194,6 +194,8 @@ class Tracker:
         self._columns = []
         res_ids = ledger._res_ids
         rs: list[int] = []
+        # Reservation indexes in command order: `rs` runs, and a ReserveColumns' array as is.
+        rs_chunks: list[np.ndarray] = []
         scan: list[int] = []
         all_skus = False
         for name in expired:
@@ -205,14 +207,18 @@ class Tracker:
                     rs.append(r)
             elif type(cmd) is ReserveColumns:
                 # The positions of its reservations, as its Reserve commands would give them.
-                item_res = next(columns).tolist()
-                if -1 in item_res:
+                item_res = next(columns)
+                missing = np.flatnonzero(item_res < 0).tolist()
+                if missing:  # refused items: their ids as a Reserve's would be looked up
                     ids = cmd.reservation_ids
-                    item_res = [
-                        r if r >= 0 else res_ids.get(ids[k], -1) for k, r in enumerate(item_res)
-                    ]
-                    item_res = [r for r in item_res if r >= 0]
-                rs.extend(item_res)
+                    item_res = item_res.copy()
+                    for k in missing:
+                        item_res[k] = res_ids.get(ids[k], -1)
+                    item_res = item_res[item_res >= 0]
+                if rs:
+                    rs_chunks.append(np.array(rs, np.int64))
+                    rs = []
+                rs_chunks.append(item_res)
             elif isinstance(cmd, UpsertNodes):
                 nodes = ledger._nodes.ids
                 scan.extend(nodes[spec.node_id] for spec in cmd.nodes if spec.node_id in nodes)
@@ -221,12 +227,17 @@ class Tracker:
                 all_skus |= any(
                     groups.get(spec.group_id, -1) in self._group_k for spec in cmd.groups
                 )
-        if not rs and not pairs and not scan and not all_skus:
+        if rs_chunks:
+            if rs:
+                rs_chunks.append(np.array(rs, np.int64))
+            res_idx = np.concatenate(rs_chunks) if len(rs_chunks) > 1 else rs_chunks[0]
+        else:
+            res_idx = np.array(rs, np.int64) if rs else _EMPTY_I64
+        if not res_idx.shape[0] and not pairs and not scan and not all_skus:
             return None
         a = ledger._a
         positions = int(a["qty"].shape[0])
         self._fit(ledger)
-        res_idx = np.array(rs, np.int64) if rs else _EMPTY_I64
         if len(pairs) == 1:
             sku_ids, node_ids = pairs[0]
         elif pairs:
@@ -236,7 +247,7 @@ class Tracker:
             sku_ids = node_ids = _EMPTY_I64
         scan_arr = np.array(scan, np.int64) if scan else _EMPTY_I64
         bound = sku_ids.shape[0]
-        if rs:
+        if res_idx.shape[0]:
             bound += int(a["res"][res_idx, R_LINE_COUNT].sum())
         if scan:
             bound += positions
