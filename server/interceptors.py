@@ -12,10 +12,9 @@ the server), wraps every method handler once, and `install`s itself on the real 
 only handler. Denials are RpcMethodHandlers that abort at once; they are stream-stream handlers
 so they answer any call shape without reading the request.
 
-Why not `grpc.aio.ServerInterceptor`s (this module's first form, still what
-`build_interceptors` returns for other fronts): grpc.aio runs the interceptor chain as extra
-coroutines on every call, and the metrics interceptor re-wrapped the handler on every call
-(namedtuple `_replace`, closures, `inspect`). And why one generic handler instead of the
+Why not `grpc.aio.ServerInterceptor`s (this module's first form): grpc.aio runs the interceptor
+chain as extra coroutines on every call, and the metrics interceptor re-wrapped the handler on
+every call (namedtuple `_replace`, closures, `inspect`). And why one generic handler instead of the
 generated "registered method" handlers: grpc.aio's accept loop keeps one pending request per
 registered method (~45 here: five services, health, two reflection versions) and runs
 `asyncio.wait` over all of them for every call it accepts. Together with prometheus_client's
@@ -27,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, NoReturn
 
 import grpc
@@ -36,15 +35,7 @@ from server.auth import PUBLIC, Tokens, TokensFileError, bearer_token, method_ro
 from server.convert import status_of
 from server.metrics import RpcSeries
 
-__all__ = [
-    "AuthInterceptor",
-    "MetricsInterceptor",
-    "RpcHandlers",
-    "build_handlers",
-    "build_interceptors",
-]
-
-Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
+__all__ = ["RpcHandlers", "build_handlers"]
 
 _UNKNOWN_METHOD = "unknown"
 _UNAUTHENTICATED_MESSAGE = "missing or unknown bearer token (send `authorization: Bearer <token>`)"
@@ -287,55 +278,3 @@ def _failure_code(context: grpc.aio.ServicerContext, exc: BaseException) -> str:
 async def _deadline_exceeded(context: grpc.aio.ServicerContext) -> NoReturn:
     await context.abort_with_status(_DEADLINE_EXCEEDED)
     raise AssertionError("abort_with_status returned")  # pragma: no cover
-
-
-# --- the same as grpc.aio interceptors (for fronts that build their own server) ---------------
-
-
-class AuthInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, tokens: Tokens) -> None:
-        self.tokens = tokens
-        self.roles = method_roles()
-        self._unauthenticated = _unauthenticated()
-
-    async def intercept_service(
-        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler | None:
-        method = handler_call_details.method
-        need = self.roles.get(method)
-        if need == PUBLIC:
-            return await continuation(handler_call_details)
-        rank = _token_rank(self.tokens, handler_call_details)
-        if rank is None:
-            return self._unauthenticated
-        if need is None:
-            return _not_allowed(method)
-        if rank < need:
-            return _role_too_low(method)
-        return await continuation(handler_call_details)
-
-
-class MetricsInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, metrics: Any) -> None:
-        self.metrics = metrics
-        self.known = frozenset(method_roles())
-
-    async def intercept_service(
-        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        method = handler_call_details.method
-        label = method if method in self.known else _UNKNOWN_METHOD
-        return _wrap(handler, self.metrics.rpc_series(label))
-
-
-def build_interceptors(config: Any, metrics: Any) -> list[grpc.aio.ServerInterceptor]:
-    """The same concerns as `build_handlers`, as interceptors, outermost first (slower: see the
-    module's docstring)."""
-    interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(metrics)]
-    tokens = _load_tokens(config)
-    if tokens is not None:
-        interceptors.append(AuthInterceptor(tokens))
-    return interceptors

@@ -173,7 +173,7 @@ async def start_front(backend: Any, read: Any) -> tuple[Any, int]:
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
     from server.config import ServerConfig
-    from server.interceptors import build_interceptors
+    from server.interceptors import build_handlers
     from server.metrics import Metrics
     from server.servicers import add_servicers
 
@@ -186,11 +186,13 @@ async def start_front(backend: Any, read: Any) -> tuple[Any, int]:
             ("grpc.so_reuseport", 0),
         ],
         maximum_concurrent_rpcs=config.concurrent_rpcs_max,
-        interceptors=build_interceptors(config, Metrics()),
     )
-    add_servicers(server, app)
+    # The same handler table as `server.app.create_server`: metrics wrapped once per method.
+    handlers = build_handlers(config, Metrics())
+    add_servicers(handlers, app)
     hs = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(hs, server)
+    health_pb2_grpc.add_HealthServicer_to_server(hs, handlers)
+    handlers.install(server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     await hs.set("", health_pb2.HealthCheckResponse.SERVING)
