@@ -130,7 +130,7 @@ class SequencerStats:
 
 
 class _Item:
-    __slots__ = ("commands", "future", "deadline", "single", "lines")
+    __slots__ = ("commands", "future", "deadline", "single", "lines", "weight")
 
     def __init__(
         self,
@@ -138,12 +138,22 @@ class _Item:
         future: asyncio.Future[Any],
         deadline: float | None,
         single: bool,
+        weight: int,
     ) -> None:
         self.commands = commands
         self.future = future
         self.deadline = deadline  # loop.time() after which the caller no longer waits
         self.single = single
         self.lines = sum(_lines(c) for c in commands)
+        self.weight = weight  # what it counts against the queue's limit (`_weight`)
+
+
+def _weight(command: Command) -> int:
+    """What a command counts against the write queue's limit: a `ReserveColumns` as many
+    commands as it has reservations (it stands for that many `Reserve`s), others as one."""
+    if type(command) is ReserveColumns:
+        return max(1, len(command.reservation_ids))
+    return 1
 
 
 def _lines(command: Command) -> int:
@@ -289,7 +299,7 @@ class Sequencer:
             raise ShuttingDown("the server is shutting down")
         if self._task is None:
             raise NotReady("the server is still recovering")
-        count = len(commands)
+        count = sum(_weight(c) for c in commands)
         if self._queued_commands + count > self._queue_commands_max:
             self._overloaded += 1
             raise Overloaded(
@@ -299,7 +309,7 @@ class Sequencer:
         loop = asyncio.get_running_loop()
         deadline = None if timeout_s is None else loop.time() + timeout_s
         future: asyncio.Future[Any] = loop.create_future()
-        self._pending.append(_Item(commands, future, deadline, single))
+        self._pending.append(_Item(commands, future, deadline, single, count))
         self._queued_commands += count
         if not self._wake.is_set():
             self._wake.set()
@@ -320,7 +330,7 @@ class Sequencer:
             ):
                 break
             pending.popleft()
-            self._queued_commands -= n
+            self._queued_commands -= item.weight
             if item.future.done():  # cancelled by the caller (its RPC was cancelled)
                 self._dropped += 1
                 continue

@@ -17,6 +17,7 @@ from engine.commands import (
     Line,
     NodeSpec,
     Reserve,
+    ReserveColumns,
     SetOnHand,
     StockCount,
     UpsertNodes,
@@ -106,6 +107,30 @@ async def test_full_queue_is_overloaded_immediately(journal: Journal) -> None:
     assert seq.stats().overloaded == 1
     # Drained: accepted again.
     assert isinstance(await seq.submit(Commit("c")), Rejection)
+    await seq.close()
+
+
+async def test_columnar_reserves_count_per_reservation_in_the_queue(journal: Journal) -> None:
+    seq = await _started(Ledger(), journal, queue=8)
+
+    def columns(prefix: str, n: int) -> ReserveColumns:
+        ids = [f"{prefix}{k}" for k in range(n)]
+        return ReserveColumns.build(ids, [1] * n, ["sku"] * n, ["n1"] * n, [1] * n, 60_000)
+
+    # Nine reservations in one command weigh nine commands: more than the queue holds.
+    with pytest.raises(Overloaded):
+        await seq.submit(columns("big", 9))
+    waiting = asyncio.ensure_future(seq.submit(columns("a", 6)))
+    await asyncio.sleep(0)  # enqueued, the writer has not run yet: 6 of 8 taken
+    with pytest.raises(Overloaded):
+        await seq.submit(columns("b", 3))
+    await waiting
+    assert seq.stats().overloaded == 2
+    assert seq.stats().queued_commands == 0
+    await seq.submit(columns("c", 8))  # drained: a full queue's worth is accepted
+    assert seq.ledger.get_reservation("c7").state == ReservationState.HELD
+    with pytest.raises(Exception, match="RESERVATION_NOT_FOUND|no such"):
+        seq.ledger.get_reservation("big0")
     await seq.close()
 
 
