@@ -79,40 +79,40 @@ class _Struct(msgspec.Struct, frozen=True, forbid_unknown_fields=True, array_lik
     pass
 
 
-class Line(_Struct):
+class Line(_Struct, frozen=True):
     sku: str
     node_id: str
     qty: int
 
 
-class Adjustment(_Struct):
+class Adjustment(_Struct, frozen=True):
     sku: str
     node_id: str
     delta: int
     reason: AdjustReason = AdjustReason.CORRECTION
 
 
-class StockCount(_Struct):
+class StockCount(_Struct, frozen=True):
     sku: str
     node_id: str
     on_hand: int
     source_seq: int
 
 
-class Setting(_Struct):
+class Setting(_Struct, frozen=True):
     sku: str
     node_id: str
     value: int
 
 
-class MoveLine(_Struct):
+class MoveLine(_Struct, frozen=True):
     sku: str
     node_id: str
     qty: int
     kind: MoveKind
 
 
-class NodeSpec(_Struct):
+class NodeSpec(_Struct, frozen=True):
     node_id: str
     type: NodeType = NodeType.STORE
     lat: float = 0.0
@@ -133,14 +133,14 @@ class FulfilmentMode(IntEnum):
     PICKUP = 2
 
 
-class SkuQty(_Struct):
+class SkuQty(_Struct, frozen=True):
     """A line whose node the engine chooses (sourcing, FindNearby)."""
 
     sku: str
     qty: int
 
 
-class SourcingPolicy(_Struct):
+class SourcingPolicy(_Struct, frozen=True):
     """How SourceOrder chooses nodes (docs/sourcing.md). max_shipments 0 = no limit."""
 
     max_shipments: int = 0
@@ -153,7 +153,7 @@ class SourcingPolicy(_Struct):
     respect_capacity: bool = True
 
 
-class GroupSpec(_Struct):
+class GroupSpec(_Struct, frozen=True):
     group_id: str
     node_ids: tuple[str, ...] = ()
     buffer_units: int = 0
@@ -164,11 +164,11 @@ class GroupSpec(_Struct):
 # --- commands ---------------------------------------------------------------------------------
 
 
-class _Command(_Struct, tag=True):
+class _Command(_Struct, frozen=True, tag=True):
     pass
 
 
-class Reserve(_Command):
+class Reserve(_Command, frozen=True):
     reservation_id: str
     lines: tuple[Line, ...]
     ttl_ms: int
@@ -176,7 +176,7 @@ class Reserve(_Command):
     group_id: str = ""
 
 
-class ReserveColumns(_Command):
+class ReserveColumns(_Command, frozen=True):
     """Many reservations in one command, as columns (the batch RPCs' shape).
 
     Reservation k holds lines `starts[k] .. starts[k + 1] - 1` of the line columns, where starts
@@ -351,20 +351,20 @@ class ReserveColumns(_Command):
         return out
 
 
-class Commit(_Command):
+class Commit(_Command, frozen=True):
     reservation_id: str
 
 
-class Release(_Command):
+class Release(_Command, frozen=True):
     reservation_id: str
 
 
-class Extend(_Command):
+class Extend(_Command, frozen=True):
     reservation_id: str
     ttl_ms: int
 
 
-class Fulfil(_Command):
+class Fulfil(_Command, frozen=True):
     """Hand over units; no lines = everything still allocated. `request_id` makes a partial
     fulfilment safe to retry."""
 
@@ -373,32 +373,32 @@ class Fulfil(_Command):
     request_id: str = ""
 
 
-class Adjust(_Command):
+class Adjust(_Command, frozen=True):
     request_id: str
     adjustments: tuple[Adjustment, ...]
 
 
-class SetOnHand(_Command):
+class SetOnHand(_Command, frozen=True):
     request_id: str
     counts: tuple[StockCount, ...]
 
 
-class SetSafetyStock(_Command):
+class SetSafetyStock(_Command, frozen=True):
     request_id: str
     settings: tuple[Setting, ...]
 
 
-class SetBackorderLimit(_Command):
+class SetBackorderLimit(_Command, frozen=True):
     request_id: str
     settings: tuple[Setting, ...]
 
 
-class Move(_Command):
+class Move(_Command, frozen=True):
     request_id: str
     moves: tuple[MoveLine, ...]
 
 
-class TransferShip(_Command):
+class TransferShip(_Command, frozen=True):
     transfer_id: str
     sku: str
     from_node_id: str
@@ -407,7 +407,7 @@ class TransferShip(_Command):
     expected_at_ms: int = 0
 
 
-class TransferReceive(_Command):
+class TransferReceive(_Command, frozen=True):
     """Receive `qty` units of a transfer in transit (0 = all still in transit)."""
 
     transfer_id: str
@@ -415,11 +415,11 @@ class TransferReceive(_Command):
     request_id: str = ""
 
 
-class TransferCancel(_Command):
+class TransferCancel(_Command, frozen=True):
     transfer_id: str
 
 
-class SourceReserve(_Command):
+class SourceReserve(_Command, frozen=True):
     """Plan an order from live stock and hold exactly the plan's lines, in one step."""
 
     reservation_id: str
@@ -432,15 +432,15 @@ class SourceReserve(_Command):
     policy: SourcingPolicy = SourcingPolicy()
 
 
-class UpsertNodes(_Command):
+class UpsertNodes(_Command, frozen=True):
     nodes: tuple[NodeSpec, ...]
 
 
-class UpsertGroups(_Command):
+class UpsertGroups(_Command, frozen=True):
     groups: tuple[GroupSpec, ...]
 
 
-class Threshold(_Struct):
+class Threshold(_Struct, frozen=True):
     """A low-stock threshold: at a position (`node_id`), for a SKU in a group (`group_id`), or a
     group's default for every SKU (`group_id` with `sku` ""). 0 = no LOW_STOCK events."""
 
@@ -450,7 +450,7 @@ class Threshold(_Struct):
     group_id: str = ""
 
 
-class SetThresholds(_Command):
+class SetThresholds(_Command, frozen=True):
     """Set low-stock thresholds (engine/events.py); naming a group starts tracking it."""
 
     thresholds: tuple[Threshold, ...]
@@ -478,7 +478,7 @@ Command = (
 )
 
 
-class Batch(_Struct):
+class Batch(_Struct, frozen=True):
     """What the journal stores: the batch clock and the commands, in the order applied."""
 
     now_ms: int

@@ -1873,7 +1873,8 @@ class Ledger:
         return [
             (
                 LineStatus(s),
-                DatedQuantities(*row, self.available_by_date(q[0], q[1], q[2], at_ms, s, row)),
+                # row is the Quantities columns: mypy can't size a *-splat followed by an argument.
+                DatedQuantities(*row, self.available_by_date(q[0], q[1], q[2], at_ms, s, row)),  # type: ignore[call-arg]
             )
             for q, s, row in zip(queries, statuses.tolist(), qty.tolist(), strict=True)
         ]

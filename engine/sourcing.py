@@ -163,6 +163,7 @@ def _policy_mask(policy: SourcingPolicy) -> int | Rejection:
     last = _last_policy
     if last[0] is policy:
         return last[1]
+    mask: int | Rejection | None
     try:
         mask = _policy_masks.get(policy)
     except TypeError:  # an unhashable field: validate it the long way
@@ -255,7 +256,7 @@ def find_nearby(
     # A SKU asked for twice must be covered in its total.
     ff = ws.nb_ff
     _NEARBY_IN[n_lines].pack_into(
-        ii,
+        ii,  # type: ignore[arg-type]  # (an ndarray is a buffer: see _NEARBY_IN)
         0,
         n_lines,
         k,
@@ -268,7 +269,7 @@ def find_nearby(
         *sku_ids,
         *[totals[s] for s in skus],
     )
-    _NEARBY_FF.pack_into(ff, 0, lat, lon, radius_km)
+    _NEARBY_FF.pack_into(ff, 0, lat, lon, radius_km)  # type: ignore[arg-type]
     count = geo.find_nearby(ledger._st, ii, ff, ws.cand_n, ws.cand_d)
     known = ledger._a["sku_known"]
     ok, unknown = LineStatus.OK, LineStatus.UNKNOWN_SKU
@@ -279,7 +280,7 @@ def find_nearby(
     w = 2 + n_lines
     rows = ii[geo.F_OUT : geo.F_OUT + count * w].tolist()
     dist = ff[geo.FF_DIST : geo.FF_DIST + count].tolist()
-    nodes = []
+    nodes: list[NearbyNode] = []
     add = nodes.append
     b = 0
     for d in dist:
@@ -290,6 +291,8 @@ def find_nearby(
 
 # Packers for the kernels' parameter vectors, by line count: struct.pack_into / unpack_from on
 # the preallocated arrays cost a fraction of numpy slice assignment from lists and `tolist`.
+# (Their `# type: ignore[arg-type]`: an ndarray is a buffer, but numpy's stubs declare
+# `__buffer__` only for Python >= 3.12 and mypy checks as 3.11.)
 _NEARBY_IN = [struct.Struct(f"{geo.F_HEADER + 2 * n}q") for n in range(NEARBY_LINES_MAX + 1)]
 _NEARBY_FF = struct.Struct("3d")
 
@@ -417,7 +420,7 @@ def _run_kernel(
     ii = ws.pl_ii
     ff = ws.pl_ff
     _PLAN_IN[n].pack_into(
-        ii,
+        ii,  # type: ignore[arg-type]  # (an ndarray is a buffer: see _NEARBY_IN)
         0,
         exclude,
         mask,
@@ -431,10 +434,10 @@ def _run_kernel(
         *sku_ids,
         *qtys,
     )
-    _PLAN_FF.pack_into(ff, 0, lat, lon, policy.distance_weight, policy.priority_weight)
+    _PLAN_FF.pack_into(ff, 0, lat, lon, policy.distance_weight, policy.priority_weight)  # type: ignore[arg-type]
     ks.plan_order(ledger._st, ii, ff, ws.pl_wn, ws.pl_wf, ws.pl_wt)
-    out_i = _PLAN_OUT_I[n].unpack_from(ii, ks.P_ASSIGN * 8)
-    out_f = _PLAN_OUT_F[n].unpack_from(ff, ks.Q_KM * 8)
+    out_i = _PLAN_OUT_I[n].unpack_from(ii, ks.P_ASSIGN * 8)  # type: ignore[arg-type]
+    out_f = _PLAN_OUT_F[n].unpack_from(ff, ks.Q_KM * 8)  # type: ignore[arg-type]
     return out_i[:n], out_f[:n], out_f[n:], out_i[n:]
 
 

@@ -27,7 +27,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
@@ -51,6 +51,10 @@ BLOCK_MS = 1_000
 RETRY_S_MIN = 0.05
 RETRY_S_MAX = 2.0
 SNAPSHOT_WANTED_TTL_S = 60
+
+# What XRANGE / XREAD return on this client (RESP2, bytes); redis-py's annotations are looser.
+_Entry = tuple[bytes, dict[bytes, bytes]]
+_XReadReply = list[tuple[bytes, list[_Entry]]]
 
 
 def public_url(url: str) -> str:
@@ -132,8 +136,8 @@ class Follower:
 
     async def _stream_bounds(self) -> tuple[int, int]:
         """(first seq, last seq) in the stream; (0, 0) if it is empty or missing."""
-        first = await self._client.xrange(self.key, count=1)
-        last = await self._client.xrevrange(self.key, count=1)
+        first = cast(list[_Entry], await self._client.xrange(self.key, count=1))
+        last = cast(list[_Entry], await self._client.xrevrange(self.key, count=1))
         if not first or not last:
             return 0, 0
         return entry_seq(first[0][0]), entry_seq(last[0][0])
@@ -253,8 +257,11 @@ class Follower:
             try:
                 if self._need_reload:
                     await self._reload()
-                reply = await self._client.xread(
-                    {self.key: f"{self.applied_seq}-0"}, count=READ_COUNT, block=BLOCK_MS
+                reply = cast(
+                    _XReadReply,
+                    await self._client.xread(
+                        {self.key: f"{self.applied_seq}-0"}, count=READ_COUNT, block=BLOCK_MS
+                    ),
                 )
             except _NotYet as exc:
                 log.warning("replica: cannot reload yet (%s); retrying in %.2f s", exc, delay)

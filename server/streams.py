@@ -266,7 +266,7 @@ class StreamPublisher:
 
     async def _resync(self, client: aioredis.Redis) -> None:
         """Do the stream's tail and what we send next join up? If not, ask for a snapshot."""
-        tail = await client.xrevrange(self.key, count=1)
+        tail: list[Any] | None = await client.xrevrange(self.key, count=1)  # (ids are bytes)
         tail_seq = entry_seq(tail[0][0]) if tail else 0
         self._stream_seen = self._stream_seen or bool(tail)
         first = self._queue[0][0] if self._queue else self._last_offered + 1
@@ -376,7 +376,7 @@ class StreamPublisher:
         count = 0
         for batch in batches:
             for event in batch.to_list():
-                fields = {
+                fields: dict[Any, Any] = {  # (xadd's parameter type is an invariant dict)
                     "seq": event.seq,
                     "sku": event.sku,
                     "node_id": event.node_id,
@@ -418,7 +418,7 @@ def _register_metrics(metrics: Any, publisher: StreamPublisher) -> None:
         registry=registry,
     )
     for what in ("published", "dropped", "errors", "resyncs", "lag_entries", "lag_ms"):
-        gauge.labels(what).set_function(lambda what=what: float(getattr(publisher.stats(), what)))
+        gauge.labels(what).set_function(lambda what=what: float(getattr(publisher.stats(), what)))  # type: ignore[misc]
 
 
 def attach_publisher(app: Any) -> StreamPublisher:

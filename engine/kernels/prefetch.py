@@ -39,7 +39,7 @@ def prefetch(typingctx, array, index):
     return types.void(array, index), codegen
 
 
-if config.DISABLE_JIT:
+if config.DISABLE_JIT:  # type: ignore[attr-defined]  # (set at runtime; see [tool.mypy])
     # Kernels run as plain Python (coverage runs): an intrinsic cannot be called from Python.
 
     def prefetch(array, index):  # type: ignore[no-redef]  # noqa: F811
