@@ -10,6 +10,8 @@ Column numbers are module constants; numba freezes them into the kernels at comp
 
 from __future__ import annotations
 
+import mmap
+
 import numpy as np
 from numba import types
 from numba.experimental import structref
@@ -141,6 +143,31 @@ def aligned_full(shape: int | tuple[int, ...], fill: int, dtype: type | np.dtype
     if fill != 0:
         out.fill(fill)
     return out
+
+
+# Below this a buffer comes from numpy (malloc); at or above it, from a pre-faulted mmap.
+POPULATE_BYTES_MIN = 16 << 20
+
+
+def populated_bytes(nbytes: int) -> np.ndarray:
+    """An uninitialised uint8 buffer of `nbytes` whose pages are already mapped.
+
+    For buffers that are about to be written end to end (a snapshot being read back): one
+    `mmap(MAP_POPULATE)` maps every page in the kernel, where writing into `np.empty` takes one
+    page fault per 4 KiB page. On this project's VMs a fault on memory the guest has not touched
+    lately costs ~14 µs (3–4 s per GB against ~0.4 s populated), which made it most of a
+    snapshot load. Page aligned, so also cache-line aligned. Falls back to `np.empty` where
+    MAP_POPULATE does not exist (not Linux) or for small buffers.
+    """
+    flag = getattr(mmap, "MAP_POPULATE", 0)
+    if nbytes < POPULATE_BYTES_MIN or not flag:
+        return np.empty(nbytes, np.uint8)
+    try:
+        mapped = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | flag)
+    except OSError:
+        return np.empty(nbytes, np.uint8)
+    # The array keeps the mapping alive; it is unmapped when the array is collected.
+    return np.frombuffer(mapped, np.uint8)
 
 
 def new_arrays(

@@ -243,3 +243,16 @@ def test_redis_size_limit(redis_server: RedisServer) -> None:
     with pytest.raises(SnapshotStoreError, match="exceeds the limit"):
         store.save({"a": np.zeros(100)}, b"", 1, 1)
     store.close()
+
+
+def test_populated_buffers_are_writable_aligned_and_sized() -> None:
+    from engine.state import ALIGN_BYTES, POPULATE_BYTES_MIN, populated_bytes
+
+    for nbytes in (100, POPULATE_BYTES_MIN, POPULATE_BYTES_MIN + 12_345):
+        buf = populated_bytes(nbytes)
+        assert buf.dtype == np.uint8 and buf.shape == (nbytes,)
+        assert buf.flags.writeable and buf.flags.c_contiguous
+        buf[:] = 7
+        assert int(buf[-1]) == 7 and int(buf.sum(dtype=np.int64)) == 7 * nbytes
+    big = populated_bytes(POPULATE_BYTES_MIN)
+    assert big.ctypes.data % ALIGN_BYTES == 0  # a mapping starts on a page

@@ -32,6 +32,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from engine.state import populated_bytes
+
 __all__ = [
     "FORMAT_VERSION",
     "SNAPSHOT_BYTES_MAX",
@@ -199,7 +201,7 @@ def _new_array(spec: ArrayHeader, where: str) -> np.ndarray:
             f"dtype {spec.dtype} x shape {spec.shape}"
         )
     # Over-allocate and start at a cache-line boundary, as the file layout does.
-    raw = np.empty(spec.byte_count + ALIGN_BYTES, dtype=np.uint8)
+    raw = populated_bytes(spec.byte_count + ALIGN_BYTES)
     start = -raw.ctypes.data % ALIGN_BYTES
     array = raw[start : start + spec.byte_count].view(dtype).reshape(spec.shape)
     if array.nbytes != spec.byte_count:
