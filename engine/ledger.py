@@ -2090,7 +2090,9 @@ class Ledger:
             ids_remembered_max=ids_remembered_max,
         )
         a = ledger._a
-        a["table"] = np.array(arrays["table"], np.int32)
+        table = aligned_full(arrays["table"].shape, 0, np.int32)
+        table[:] = arrays["table"]
+        a["table"] = table
         ledger._ensure(
             groups=max(8, arrays["grp_i64"].shape[0]),
             lines=arrays["ln"].shape[0],
