@@ -10,7 +10,7 @@ from enum import StrEnum
 
 import msgspec
 
-__all__ = ["Code", "EngineError", "Rejection"]
+__all__ = ["Code", "EngineError", "Rejection", "id_conflict"]
 
 
 class Code(StrEnum):
@@ -27,6 +27,14 @@ class Rejection(msgspec.Struct, frozen=True):
     code: Code
     reason: str  # e.g. "QTY_OUT_OF_RANGE", "RESERVATION_NOT_FOUND", "IDEMPOTENCY_CONFLICT"
     message: str
+
+
+def id_conflict(field: str, value: str) -> Rejection:
+    """An idempotency key (`reservation_id`, `request_id`, `transfer_id`) sent again with other
+    content."""
+    return Rejection(
+        Code.ALREADY_EXISTS, "ID_CONFLICT", f"{field} {value!r} was used with other content"
+    )
 
 
 class EngineError(Exception):

@@ -66,7 +66,7 @@ from engine.commands import (
     UpsertGroups,
     UpsertNodes,
 )
-from engine.errors import Code, EngineError, Rejection
+from engine.errors import Code, EngineError, Rejection, id_conflict
 from engine.kernels import atp, index, reserve, supply
 from engine.state import (
     C_HEAP_LEN,
@@ -199,6 +199,14 @@ _rejection_decoder = msgspec.msgpack.Decoder(Rejection)
 
 def _reject(code: Code, reason: str, message: str) -> Rejection:
     return Rejection(code, reason, message)
+
+
+# The live-hold limit (`limits.RESERVATIONS_ACTIVE_MAX`) refusing one more reserve.
+_TOO_MANY_HOLDS = Rejection(
+    Code.RESOURCE_EXHAUSTED,
+    "OVERLOADED",
+    f"more than {limits.RESERVATIONS_ACTIVE_MAX} live holds",
+)
 
 
 def _invalid(field: str, message: str) -> Rejection:
@@ -594,20 +602,12 @@ class Ledger:
             r = self._res_ids.get(cmd.reservation_id)
             if r is not None:
                 if self._content(r) != content:
-                    out[k] = _reject(
-                        Code.ALREADY_EXISTS,
-                        "ID_CONFLICT",
-                        f"reservation_id {cmd.reservation_id!r} was used with other content",
-                    )
+                    out[k] = id_conflict("reservation_id", cmd.reservation_id)
                 else:
                     out[k] = r  # a replay, answered after the kernel ran
                 continue
             if held_before + len(fresh) >= limits.RESERVATIONS_ACTIVE_MAX:
-                out[k] = _reject(
-                    Code.RESOURCE_EXHAUSTED,
-                    "OVERLOADED",
-                    f"more than {limits.RESERVATIONS_ACTIVE_MAX} live holds",
-                )
+                out[k] = _TOO_MANY_HOLDS
                 continue
             r = self._new_res_index()
             self._res_ids[cmd.reservation_id] = r
@@ -669,19 +669,11 @@ class Ledger:
         r = self._res_ids.get(rid)
         if r is not None:
             if self._content(r) != content:
-                return _reject(
-                    Code.ALREADY_EXISTS,
-                    "ID_CONFLICT",
-                    f"reservation_id {rid!r} was used with other content",
-                )
+                return id_conflict("reservation_id", rid)
             return ReservationResult(self._view(r), True)
         ctr = self._ctr
         if ctr.item(C_HELD) >= limits.RESERVATIONS_ACTIVE_MAX:
-            return _reject(
-                Code.RESOURCE_EXHAUSTED,
-                "OVERLOADED",
-                f"more than {limits.RESERVATIONS_ACTIVE_MAX} live holds",
-            )
+            return _TOO_MANY_HOLDS
         r = self._new_res_index()
         self._res_ids[rid] = r
         self._res_names[r] = rid
@@ -817,21 +809,13 @@ class Ledger:
                 r = res_ids.get(rid)
                 if r is not None:
                     if self._content(r) != _encode(cmd.reserve_at(k, int(starts[k]))):
-                        rejections[k] = _reject(
-                            Code.ALREADY_EXISTS,
-                            "ID_CONFLICT",
-                            f"reservation_id {rid!r} was used with other content",
-                        )
+                        rejections[k] = id_conflict("reservation_id", rid)
                     else:
                         item_r[k] = r  # a replay, read back after the kernel ran
                         replayed[k] = True
                     continue
                 if held_before + len(fresh_list) >= limits.RESERVATIONS_ACTIVE_MAX:
-                    rejections[k] = _reject(
-                        Code.RESOURCE_EXHAUSTED,
-                        "OVERLOADED",
-                        f"more than {limits.RESERVATIONS_ACTIVE_MAX} live holds",
-                    )
+                    rejections[k] = _TOO_MANY_HOLDS
                     continue
                 r = self._new_res_index()
                 res_ids[rid] = r
@@ -1153,11 +1137,7 @@ class Ledger:
         self, r: int, cmd: Fulfil, content: bytes, seen: tuple[bytes, bytes]
     ) -> Outcome:
         if seen[0] != content:
-            return _reject(
-                Code.ALREADY_EXISTS,
-                "ID_CONFLICT",
-                f"request_id {cmd.request_id!r} was used with other content",
-            )
+            return id_conflict("request_id", cmd.request_id)
         if seen[1]:
             return _rejection_decoder.decode(seen[1])
         return ReservationResult(self._view(r), True)
@@ -1289,11 +1269,7 @@ class Ledger:
         if seen is None:
             return None
         if seen[0] != content:
-            return _reject(
-                Code.ALREADY_EXISTS,
-                "ID_CONFLICT",
-                f"request_id {request_id!r} was used with other content",
-            )
+            return id_conflict("request_id", request_id)
         statuses = np.frombuffer(seen[1], np.int8).tolist()
         return SupplyResult(tuple(LineStatus(s) for s in statuses), True)
 
@@ -1474,13 +1450,7 @@ class Ledger:
         t = self._transfers.get(cmd.transfer_id)
         if t is not None:
             if t.content != content:
-                return [
-                    _reject(
-                        Code.ALREADY_EXISTS,
-                        "ID_CONFLICT",
-                        f"transfer_id {cmd.transfer_id!r} was used with other content",
-                    )
-                ]
+                return [id_conflict("transfer_id", cmd.transfer_id)]
             return [self._transfer_result(cmd.transfer_id, t, True)]
         status = self._transfer_op(
             [(cmd.sku, cmd.from_node_id, -cmd.qty, 0, 0), (cmd.sku, cmd.to_node_id, 0, 0, cmd.qty)]
@@ -1520,13 +1490,7 @@ class Ledger:
             seen = self._requests.get(key)
             if seen is not None:
                 if seen[0] != content:
-                    return [
-                        _reject(
-                            Code.ALREADY_EXISTS,
-                            "ID_CONFLICT",
-                            f"request_id {cmd.request_id!r} was used with other content",
-                        )
-                    ]
+                    return [id_conflict("request_id", cmd.request_id)]
                 if seen[1]:
                     return [_rejection_decoder.decode(seen[1])]
                 return [self._transfer_result(cmd.transfer_id, t, True)]

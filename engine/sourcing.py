@@ -35,7 +35,7 @@ from engine.commands import (
     SourcingResult,
     UnfulfilledLine,
 )
-from engine.errors import Code, Rejection
+from engine.errors import Code, Rejection, id_conflict
 from engine.kernels import geo
 from engine.kernels import sourcing as ks
 from engine.state import G_DEFINED, N_ENABLED, N_PICKUP, N_PRIORITY, N_REGISTERED
@@ -749,13 +749,13 @@ def source_reserve(ledger: Ledger, cmd: SourceReserve, now: int) -> object:
     seen = ledger._sourced.get(cmd.reservation_id) or ledger._requests.get(key)
     if seen is not None:
         if seen[0] != content:
-            return _conflict(cmd.reservation_id)
+            return id_conflict("reservation_id", cmd.reservation_id)
         plan_ = _plan_decoder.decode(seen[1])
         r = ledger._res_ids.get(cmd.reservation_id)
         view = ledger._view(r) if r is not None else _rejected_view(cmd, now)
         return SourcingResult(plan_, view, True)
     if cmd.reservation_id in ledger._res_ids:
-        return _conflict(cmd.reservation_id)
+        return id_conflict("reservation_id", cmd.reservation_id)
     result = plan(
         ledger,
         cmd.lines,
@@ -781,14 +781,6 @@ def source_reserve(ledger: Ledger, cmd: SourceReserve, now: int) -> object:
     assert outcome.reservation.state == ReservationState.HELD, outcome
     ledger._sourced[cmd.reservation_id] = (content, _encode(plan_))
     return SourcingResult(plan_, outcome.reservation, False)
-
-
-def _conflict(reservation_id: str) -> Rejection:
-    return Rejection(
-        Code.ALREADY_EXISTS,
-        "ID_CONFLICT",
-        f"reservation_id {reservation_id!r} was used with other content",
-    )
 
 
 def _rejected_view(cmd: SourceReserve, now: int) -> ReservationView:
