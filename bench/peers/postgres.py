@@ -100,6 +100,32 @@ def _lines(content: str) -> list[Line]:
     return [Line(f[2 + 3 * i], f[3 + 3 * i], int(f[4 + 3 * i])) for i in range(int(f[1]))]
 
 
+def _need(lines: Sequence[Line]) -> dict[tuple[str, str], int]:
+    """Units asked per (sku, node): lines for one position are judged on their sum."""
+    need: dict[tuple[str, str], int] = {}
+    for line in lines:
+        key = (line.sku, line.node_id)
+        need[key] = need.get(key, 0) + line.qty
+    return need
+
+
+def _judge(
+    lines: Sequence[Line], need: dict[tuple[str, str], int], avail: dict[tuple[str, str], int]
+) -> list[LineStatus]:
+    """Each line's status against the locked rows' availability (missing row: UNKNOWN_SKU)."""
+    statuses = []
+    for line in lines:
+        key = (line.sku, line.node_id)
+        a = avail.get(key)
+        if a is None:
+            statuses.append(LineStatus.UNKNOWN_SKU)
+        elif a < need[key]:
+            statuses.append(LineStatus.INSUFFICIENT)
+        else:
+            statuses.append(LineStatus.OK)
+    return statuses
+
+
 def _now_ms(now_ms: int) -> int:
     return now_ms or int(time.time() * 1000)
 
@@ -209,10 +235,7 @@ class PostgresBackend:
                 if old != content:
                     return conflict(rid)
                 return make_result(rid, state, cmd.lines, statuses, expires, created, True)
-            need: dict[tuple[str, str], int] = {}
-            for line in cmd.lines:
-                key = (line.sku, line.node_id)
-                need[key] = need.get(key, 0) + line.qty
+            need = _need(cmd.lines)
             keys = sorted(need)
             cur = await conn.execute(
                 "SELECT sku, node_id, on_hand - held FROM bench_positions "
@@ -221,16 +244,7 @@ class PostgresBackend:
                 ([k[0] for k in keys], [k[1] for k in keys]),
             )
             avail = {(s, n): a for s, n, a in await cur.fetchall()}
-            statuses = []
-            for line in cmd.lines:
-                key = (line.sku, line.node_id)
-                a = avail.get(key)
-                if a is None:
-                    statuses.append(LineStatus.UNKNOWN_SKU)
-                elif a < need[key]:
-                    statuses.append(LineStatus.INSUFFICIENT)
-                else:
-                    statuses.append(LineStatus.OK)
+            statuses = _judge(cmd.lines, need, avail)
             ok = all(s == LineStatus.OK for s in statuses)
             state, expires = ReservationState.REJECTED, 0
             if ok:
@@ -331,20 +345,8 @@ class PostgresBackend:
                         else make_result(rid, state, cmd.lines, statuses, expires, created, True)
                     )
                     continue
-                need: dict[tuple[str, str], int] = {}
-                for line in cmd.lines:
-                    key = (line.sku, line.node_id)
-                    need[key] = need.get(key, 0) + line.qty
-                statuses = []
-                for line in cmd.lines:
-                    key = (line.sku, line.node_id)
-                    a = avail.get(key)
-                    if a is None:
-                        statuses.append(LineStatus.UNKNOWN_SKU)
-                    elif a < need[key]:
-                        statuses.append(LineStatus.INSUFFICIENT)
-                    else:
-                        statuses.append(LineStatus.OK)
+                need = _need(cmd.lines)
+                statuses = _judge(cmd.lines, need, avail)
                 state, expires = ReservationState.REJECTED, 0
                 if all(s == LineStatus.OK for s in statuses):
                     state, expires = ReservationState.HELD, now + cmd.ttl_ms
