@@ -6,10 +6,6 @@ Also one run of the model comparison with numba's JIT off, so coverage sees the 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,9 +15,9 @@ from hypothesis import strategies as st
 from engine.codes import AdjustReason
 from engine.commands import Adjust, Adjustment, GroupSpec, NodeSpec, UpsertGroups, UpsertNodes
 from engine.ledger import Ledger
+from tests.nojit import pytest_without_jit
 from tests.test_ledger_model import NODES, SKUS, command, dt
 
-ROOT = Path(__file__).resolve().parent.parent
 T0 = 1_000_000
 SETUP = [
     UpsertNodes(tuple(NodeSpec(n) for n in NODES)),
@@ -101,30 +97,4 @@ def test_snapshot_then_remaining_batches_equals_uninterrupted_run(
 
 def test_model_comparison_without_jit() -> None:
     """Kernels as plain Python (NUMBA_DISABLE_JIT=1) against the model, in a subprocess."""
-    env = dict(
-        os.environ,
-        NUMBA_DISABLE_JIT="1",
-        HYPOTHESIS_PROFILE="nojit",
-        PYTHONPATH=str(ROOT),
-    )
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            # The index hash multiplies uint64 with wrap-around on purpose; numpy scalars warn.
-            "-W",
-            "ignore:overflow encountered:RuntimeWarning",
-            "tests/test_ledger_model.py",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    assert "1 passed" in proc.stdout
+    assert "1 passed" in pytest_without_jit("tests/test_ledger_model.py")

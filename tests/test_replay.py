@@ -8,11 +8,7 @@ the next live batch publishes.
 
 from __future__ import annotations
 
-import os
 import random
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -41,6 +37,7 @@ from engine.commands import (
 )
 from engine.ledger import Ledger
 from engine.replay import replay
+from tests.nojit import pytest_without_jit
 from tests.test_ledger_model import MEMORIES, NODES, SKUS, command, commit, dt, release
 from tests.test_ledger_model import reserve as reserve_st
 
@@ -255,28 +252,5 @@ def test_group_stops_where_forgetting_starts() -> None:
 def test_replay_without_jit() -> None:
     """The replay kernel as plain Python (NUMBA_DISABLE_JIT=1), in a subprocess, so coverage sees
     its lines (see test_determinism.test_model_comparison_without_jit)."""
-    root = Path(__file__).resolve().parent.parent
-    env = dict(os.environ, NUMBA_DISABLE_JIT="1", HYPOTHESIS_PROFILE="nojit", PYTHONPATH=str(root))
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            # The index hash multiplies uint64 with wrap-around on purpose; numpy scalars warn.
-            "-W",
-            "ignore:overflow encountered:RuntimeWarning",
-            "tests/test_replay.py",
-            "-k",
-            "forgetting or equals",
-        ],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    assert "2 passed" in proc.stdout
+    out = pytest_without_jit("tests/test_replay.py", "-k", "forgetting or equals")
+    assert "2 passed" in out
