@@ -98,18 +98,25 @@ def _client_credentials(
     return grpc.ssl_channel_credentials(roots, key.read_bytes(), cert.read_bytes())
 
 
-async def test_tls_serves_verified_clients_only(
-    tmp_path: Path, pki: dict[str, tuple[Path, Path]]
-) -> None:
+def _tls_config(
+    tmp_path: Path, pki: dict[str, tuple[Path, Path]], *, client_ca: bool = False
+) -> ServerConfig:
+    """The server's certificate from `pki`; with `client_ca`, clients need one from the CA."""
     key, cert = pki["server"]
-    config = ServerConfig(
+    return ServerConfig(
         listen="127.0.0.1:0",
         data_dir=str(tmp_path / "data"),
         durability="none",
         tls_cert=str(cert),
         tls_key=str(key),
+        tls_client_ca=str(pki["ca"][1]) if client_ca else "",
     )
-    server, app, port = await start_server(config)
+
+
+async def test_tls_serves_verified_clients_only(
+    tmp_path: Path, pki: dict[str, tuple[Path, Path]]
+) -> None:
+    server, app, port = await start_server(_tls_config(tmp_path, pki))
     try:
         assert await _call(port, _client_credentials(pki)) == grpc.StatusCode.OK
         # Not trusting the server's CA, or speaking plaintext to a TLS port: no answer.
@@ -124,16 +131,7 @@ async def test_tls_serves_verified_clients_only(
 async def test_mutual_tls_needs_a_client_certificate_from_the_ca(
     tmp_path: Path, pki: dict[str, tuple[Path, Path]]
 ) -> None:
-    key, cert = pki["server"]
-    config = ServerConfig(
-        listen="127.0.0.1:0",
-        data_dir=str(tmp_path / "data"),
-        durability="none",
-        tls_cert=str(cert),
-        tls_key=str(key),
-        tls_client_ca=str(pki["ca"][1]),
-    )
-    server, app, port = await start_server(config)
+    server, app, port = await start_server(_tls_config(tmp_path, pki, client_ca=True))
     try:
         assert await _call(port, _client_credentials(pki, identity="client")) == (
             grpc.StatusCode.OK
