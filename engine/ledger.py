@@ -2054,9 +2054,12 @@ class Ledger:
             ids_remembered_max=ids_remembered_max,
         )
         a = ledger._a
-        table = aligned_full(arrays["table"].shape, 0, np.int32)
-        table[:] = arrays["table"]
-        a["table"] = table
+        # Copied, never adopted: the caller may keep using its arrays (export_state hands out
+        # the live table). Into the new ledger's own table when the sizes agree.
+        src_table = arrays["table"]
+        if a["table"].shape != src_table.shape:
+            a["table"] = aligned_full(src_table.shape, 0, np.int32)
+        a["table"][:] = src_table
         ledger._ensure(
             groups=max(8, arrays["grp_i64"].shape[0]),
             lines=arrays["ln"].shape[0],
