@@ -62,6 +62,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--durability", default="sync", choices=("sync", "async", "none"))
     p.add_argument("--reserve-lines-max", type=int, default=2_000_000,
                    help="pre-encoded reserve lines per run (fresh ids; bounds memory)")  # fmt: skip
+    p.add_argument("--holds-capacity", type=int, default=4_000_000,
+                   help="the server's --holds-capacity: reservation arrays sized at start for "
+                        "this many live holds, as for a sale (0 = grow on demand)")  # fmt: skip
 
 
 # --- payloads ----------------------------------------------------------------------------------
@@ -255,13 +258,16 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, An
     if args.quick:
         args.seconds, args.processes, args.in_flight = 1.0, 1, 2
         args.skus, args.stores, args.reserve_lines_max = 500, 20, 20_000
+        args.holds_capacity = min(args.holds_capacity, 100_000)
     sizes = [int(s) for s in args.sizes.split(",") if s]
     rows: list[dict[str, Any]] = []
     figures: list[Figure] = []
     with workdir("batch") as tmp:
         data = Path(tmp) / "data"
         net = seed_data_dir(data, WorkloadSpec(skus_count=args.skus, stores_count=args.stores))
-        with ServerRun.omnistock(data, args.durability) as server:
+        with ServerRun.omnistock(
+            data, args.durability, holds_capacity=args.holds_capacity
+        ) as server:
             for size in sizes:
                 avail = availability_payloads(net, size, max(64, 4_000 // size), seed=size)
                 for stream, method in ((False, M_AVAIL_COL), (True, M_AVAIL_STREAM)):

@@ -110,13 +110,18 @@ class ServerRun:
 
     @classmethod
     def omnistock(
-        cls, data_dir: Path, durability: str = "sync", cpu: int | None = SERVER_CPU
+        cls,
+        data_dir: Path,
+        durability: str = "sync",
+        cpu: int | None = SERVER_CPU,
+        holds_capacity: int = 0,
     ) -> ServerRun:
         port_file = data_dir.parent / f"{data_dir.name}.port"
         argv = [
             sys.executable, "-m", "server", "serve", "--listen", "127.0.0.1:0",
             "--data-dir", str(data_dir), "--durability", durability,
             "--port-file", str(port_file), "--log-level", "WARNING",
+            "--holds-capacity", str(holds_capacity),
         ]  # fmt: skip
         return cls(argv, port_file, data_dir.parent / f"{data_dir.name}.log", cpu)
 

@@ -496,6 +496,18 @@ class Ledger:
         if grew:
             self._set_arrays(a)
 
+    def reserve_room(self, holds: int, lines_per_hold: int = 1) -> None:
+        """Size the reservation arrays now for `holds` more live reservations of
+        `lines_per_hold` lines each, so a peak of holds does not grow them while serving.
+
+        Growing doubles an array: a fresh, pre-faulted allocation plus a copy, paid by the
+        command that crosses the size (docs/ledger.md, "Capacity"). Changes no state."""
+        if holds < 0 or lines_per_hold < 1:
+            raise ValueError("holds must be >= 0 and lines_per_hold >= 1")
+        if holds:
+            self._ensure(res=len(self._res_names) + holds, lines=holds * lines_per_hold, heap=holds)
+            self._fit_res_item(len(self._res_names) + holds)
+
     # --- batches ---------------------------------------------------------------------------
 
     def apply(self, now_ms: int, commands: Sequence[Command]) -> BatchOutcome:
@@ -837,11 +849,12 @@ class Ledger:
         self._events.touch_columns(item_r)
         return self._reserve_columns_result(item_r, replayed, counts, starts, rejections)
 
-    def _fit_res_item(self) -> np.ndarray:
-        """`_res_item` with a row for every reservation index."""
+    def _fit_res_item(self, rows: int = 0) -> np.ndarray:
+        """`_res_item` with a row for every reservation index (and at least `rows` rows)."""
         item = self._res_item
-        if item.shape[0] < len(self._res_names):
-            item = np.zeros((max(len(self._res_names), 2 * item.shape[0]), 2), np.int64)
+        need = max(rows, len(self._res_names))
+        if item.shape[0] < need:
+            item = aligned_full((max(need, 2 * item.shape[0]), 2), 0, np.int64)
             item[: self._res_item.shape[0]] = self._res_item
             self._res_item = item
         return item

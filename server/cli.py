@@ -39,6 +39,7 @@ _SERVE_OPTIONS: tuple[tuple[str, str, type, str], ...] = (
     ("--snapshot-interval-s", "snapshot_interval_s", float, "seconds between snapshots"),
     ("--snapshot-journal-entries", "snapshot_journal_entries", int, "entries between snapshots"),
     ("--queue-commands-max", "queue_commands_max", int, "write queue bound, in commands"),
+    ("--holds-capacity", "holds_capacity", int, "live holds to size the arrays for at start"),
     ("--concurrent-rpcs-max", "concurrent_rpcs_max", int, "concurrent RPCs bound"),
     ("--shutdown-grace-s", "shutdown_grace_s", float, "seconds to drain at shutdown"),
     ("--log-level", "log_level", str, "DEBUG | INFO | WARNING | ERROR"),
@@ -98,6 +99,8 @@ def config_from_args(args: argparse.Namespace, environ: dict[str, str] | None = 
         raise SystemExit(
             f"omnistock: durability must be sync, async or none, got {values['durability']!r}"
         )
+    if values.get("holds_capacity", 0) < 0:
+        raise SystemExit(f"omnistock: holds capacity must be >= 0, got {values['holds_capacity']}")
     return ServerConfig(**values)
 
 

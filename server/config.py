@@ -42,6 +42,7 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     message_bytes_max: int = MESSAGE_BYTES_MAX
     concurrent_rpcs_max: int = CONCURRENT_RPCS_MAX
     queue_commands_max: int = QUEUE_COMMANDS_MAX
+    holds_capacity: int = 0  # reservation arrays sized at start for this many more live holds
     snapshot_interval_s: float = SNAPSHOT_INTERVAL_S
     snapshot_journal_entries: int = SNAPSHOT_JOURNAL_ENTRIES
     async_fsync_interval_ms: int = ASYNC_FSYNC_INTERVAL_MS
