@@ -10,6 +10,7 @@ uvloop with signal handling: the first SIGTERM/SIGINT drains and exits 0, a seco
 from __future__ import annotations
 
 import asyncio
+import gc
 import ipaddress
 import logging
 import os
@@ -185,6 +186,11 @@ class App:
         await asyncio.to_thread(warm_up)
         warm_s = time.perf_counter() - started
         recovered = await asyncio.to_thread(recover, config)
+        await asyncio.to_thread(recovered.ledger.reserve_room, config.holds_capacity)
+        # The recovered ledger's millions of objects live as long as the process: out of the
+        # cyclic collector's generations, so its full collections do not walk them again.
+        gc.collect()
+        gc.freeze()
         self.recovered = recovered
         trim = True
         if isinstance(recovered.store, RedisSnapshotStore):
