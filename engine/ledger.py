@@ -135,11 +135,13 @@ class BatchOutcome(msgspec.Struct, frozen=True):
 class _Names:
     """Strings interned to dense int32 ids, in first-seen order."""
 
-    __slots__ = ("ids", "names")
+    __slots__ = ("ids", "names", "_table", "_table_len")
 
     def __init__(self, names: Iterable[str] = ()) -> None:
         self.names: list[str] = list(names)
         self.ids: dict[str, int] = {n: i for i, n in enumerate(self.names)}
+        self._table = np.empty(0, dtype=object)  # names as an object array, for `share`
+        self._table_len = 0
 
     def intern(self, name: str) -> int:
         i = self.ids.get(name)
@@ -151,6 +153,28 @@ class _Names:
 
     def __len__(self) -> int:
         return len(self.names)
+
+    def share(self, column: list[str], ids: np.ndarray) -> None:
+        """Put the interned str in place of each known name of `column` (`ids`: their interned
+        ids, EMPTY for unknown): equal values, but a column kept with a held command then owns
+        no string per line, and the request's copies are freed at once (memory reused by the
+        next request instead of new pages)."""
+        table = self._table
+        have, n = self._table_len, len(self.names)
+        if have < n:  # names are only ever appended: add the new ones (doubling the room)
+            if table.shape[0] < n:
+                table = np.empty(max(n, 2 * table.shape[0]), dtype=object)
+                table[:have] = self._table[:have]
+                self._table = table
+            table[have:n] = self.names[have:n]
+            self._table_len = n
+        known = ids != EMPTY
+        if known.all():
+            column[:] = table[ids].tolist()
+        else:
+            at = np.flatnonzero(known)
+            for j, name in zip(at.tolist(), table[ids[at]].tolist(), strict=True):
+                column[j] = name
 
 
 class _Transfer(msgspec.Struct):
@@ -791,6 +815,8 @@ class Ledger:
         # names need the id checks.
         sku_ids = _intern_column(self._skus.ids, cmd.skus)
         node_ids = _intern_column(self._nodes.ids, cmd.node_ids)
+        self._skus.share(cmd.skus, sku_ids)
+        self._nodes.share(cmd.node_ids, node_ids)
         rejections = self._reserve_columns_invalid(cmd, counts, starts, sku_ids, node_ids)
         # Ids: one lookup each. The common case (all valid, all new, no id twice, room for every
         # hold) takes the ids in bulk; anything else goes item by item, as `_reserve_run` does.
