@@ -39,6 +39,7 @@ from bench.harness import (
     workdir,
     write_outputs,
 )
+from server import GRPC_EXPERIMENTS_DEFAULT  # noqa: F401  (the server's gRPC settings)
 
 EMPTY_METHOD = "/omnistock.bench.Empty/Call"
 # A one-query GetAvailability request, as `sweep` sends (SKU-000042 at ST-NYC-0001).

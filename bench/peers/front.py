@@ -35,6 +35,7 @@ from bench.peers import columns_result
 from engine.codes import LineStatus
 from engine.commands import Commit, Release, Reserve, ReserveColumns
 from engine.errors import Code, EngineError, Rejection
+from server import GRPC_EXPERIMENTS_DEFAULT  # noqa: F401  (the server's gRPC settings)
 
 __all__ = ["PeerApp", "serve_front", "start_front"]
 
