@@ -355,6 +355,14 @@ def _ids_plain(column: list[str]) -> bool:
     return bool(lengths.min() >= 1 and lengths.max() <= _ID_CHARS_PLAIN_MAX)
 
 
+def _untake(res_ids: dict[str, int], rids: list[str], rs: list[int], got: list[int]) -> None:
+    """Undo `setdefault(rid, r)` for each id it inserted (a known or repeated id answered an
+    index other than the one offered, and was not inserted)."""
+    for rid, r, was in zip(rids, rs, got, strict=True):
+        if was == r:
+            del res_ids[rid]
+
+
 def _intern_column(ids: dict[str, int], column: list[str]) -> np.ndarray:
     """Interned ids of a name column (EMPTY for an unknown name), as int64[n]."""
     try:
@@ -897,24 +905,27 @@ class Ledger:
         contents = self._res_content
         free = self._res_free
         names_before = len(names)
+        res_ids = self._res_ids
+        if not free:  # all new indexes at the end: the lists grow once the ids are taken
+            rs = list(range(names_before, names_before + m))
+            got = list(map(res_ids.setdefault, rids, rs))
+            if got != rs:
+                _untake(res_ids, rids, rs, got)
+                return None
+            names.extend(rids)
+            contents.extend(repeat(cmd, m))
+            return rs
         free_taken = min(len(free), m)
         rs = self._new_res_indexes(m)
-        res_ids = self._res_ids
         got = list(map(res_ids.setdefault, rids, rs))
         if got != rs:
-            for rid, r, was in zip(rids, rs, got, strict=True):
-                if was == r:  # inserted by this call (a known id answers its own index)
-                    del res_ids[rid]
+            _untake(res_ids, rids, rs, got)
             del names[names_before:], contents[names_before:]
             free.extend(reversed(rs[:free_taken]))
             return None
-        if free_taken == 0:  # all new indexes at the end: slices, no loop
-            names[names_before:] = rids
-            contents[names_before:] = repeat(cmd, m)
-        else:
-            for r, rid in zip(rs, rids, strict=True):
-                names[r] = rid
-                contents[r] = cmd
+        for r, rid in zip(rs, rids, strict=True):
+            names[r] = rid
+            contents[r] = cmd
         return rs
 
     def _new_res_indexes(self, count: int) -> list[int]:
