@@ -77,7 +77,7 @@ def measure(
     def one(rate: float) -> Any:
         return unary_open_loop(target, method, [payload], rate, args)
 
-    points = step_rates(one, label, rates)
+    points = step_rates(one, label, rates, warm_up=not args.quick)
     closed = None
     if not args.no_h2load:
         closed = h2load_closed(target, method, payload, args.h2load_requests, cpu=CLIENT_CPU)

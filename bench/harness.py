@@ -371,14 +371,21 @@ def step_rates(
     keep_going: int = 1,
     log: Callable[[str], None] = print,
     p99_stop_us: float | None = None,
+    warm_up: bool = True,
 ) -> list[dict[str, Any]]:
     """Run `run_one(rate)` for increasing rates. Past the first step that misses p99 <
     `p99_us_max`, keep stepping (to draw the curve up to saturation) until a step is saturated
     (< 95 % answered, or failures) or p99 passes `p99_stop_us` (default 50× the bound), then
-    `keep_going` more."""
+    `keep_going` more.
+
+    With `warm_up`, one step at the first rate runs first and is not counted: the first
+    seconds after a server starts (connections, first-touch memory, cold code paths) are
+    slower than any later step, on the empty handler as much as on the engine."""
     stop_us = 50 * p99_us_max if p99_stop_us is None else p99_stop_us
     points: list[dict[str, Any]] = []
     over = 0
+    if warm_up and rates:
+        log(f"  {system}: warm-up, not counted: {run_one(rates[0]).summary()}")
     for rate in rates:
         r = run_one(rate)
         point = result_point(system, r)

@@ -254,7 +254,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, An
                     print(f"{system} {series}: stepping from {rates[0]:,.0f}/s")
                     points[system][series] = step_rates(
                         _stepper(target, net, series, args, system), f"{system} {series}",
-                        rates, keep_going=0, p99_stop_us=P99_STOP_US,
+                        rates, keep_going=0, p99_stop_us=P99_STOP_US, warm_up=not args.quick,
                     )  # fmt: skip
                 if batch_payloads:
                     batched[system] = _batched(target, batch_payloads, args, system)

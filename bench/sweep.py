@@ -130,7 +130,7 @@ def sweep_server(
     for s in series:
         print(f"{label} {s}: stepping {rates[0]:,.0f}..{rates[-1]:,.0f}/s")
         points = step_rates(series_runner(target, net, s, args, label), f"{label} {s}", rates,
-                            P99_US_MAX)  # fmt: skip
+                            P99_US_MAX, warm_up=not args.quick)  # fmt: skip
         out[s] = points
     return out
 

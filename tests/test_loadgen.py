@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -101,3 +102,29 @@ def test_sweep_stops_at_the_first_failing_step(empty_server: str) -> None:
     steps = sweep_open_loop(empty_server, EMPTY_METHOD, [b""], [100, 200, 400], 0.3, p99_us_max=1)
     assert len(steps) == 1  # no empty call answers within 1 µs
     assert steps[0].rate_per_s == 100
+
+
+def _fake_result(rate: float, p99_us: float) -> Any:
+    from bench.loadgen import Result
+
+    lat = {"p50": p99_us / 2, "p90": p99_us, "p99": p99_us, "p99.9": p99_us, "max": p99_us}
+    n = int(rate)
+    return Result("127.0.0.1:1", "m", rate, 1.0, 1, n, n, n, {}, 1.0, rate, lat, 0.0, [0.1], [0.1])
+
+
+def test_step_rates_runs_an_uncounted_warm_up_first() -> None:
+    from bench.harness import step_rates
+
+    calls: list[float] = []
+
+    def one(rate: float) -> Any:
+        calls.append(rate)
+        return _fake_result(rate, 5_000.0 if len(calls) == 1 else 500.0)  # a slow first step
+
+    points = step_rates(one, "x", [100.0, 200.0], log=lambda _: None)
+    assert calls == [100.0, 100.0, 200.0]
+    assert [p["offered_per_s"] for p in points] == [100.0, 200.0]
+    assert all(p["p99_us"] == 500.0 for p in points)  # the slow warm-up is not a point
+    calls.clear()
+    cold = step_rates(one, "x", [100.0, 200.0], log=lambda _: None, warm_up=False)
+    assert calls == [100.0, 200.0] and cold[0]["p99_us"] == 5_000.0
