@@ -364,6 +364,20 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, An
                     "reserves/CPU-s",
                 )
             )
+        piped = direct.get("depth_16")
+        if piped is not None and "omnistock" in batched:
+            # The server is pinned to one core: its batched reserves/s is at most per core.
+            figures.append(
+                Figure(
+                    "omnistock_batched_per_core_vs_redis_direct_piped_per_core",
+                    batched["omnistock"]["lines_per_s"]
+                    / max(piped["reserves_per_redis_cpu_s"], 1e-9),
+                    "ratio",
+                    target=1.0,
+                    note="omnistock batched reserves/s on its one core vs redis-direct 16-deep "
+                    "reserves per Redis CPU-second",
+                )
+            )
     extra = {
         "direct": direct,
         "positions": net.positions_count,

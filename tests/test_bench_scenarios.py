@@ -105,6 +105,12 @@ def test_peers_quick(tmp_path: Path) -> None:
     assert {r["errors"] for r in data["batched"].values()} == {0}
     assert data["batched_table_md"].startswith("| system | ReserveBatch x10")
     assert _figure(data, "redis_direct_depth_16_reserves_per_s") > 0
+    per_core = "omnistock_batched_per_core_vs_redis_direct_piped_per_core"
+    assert _figure(data, per_core) == pytest.approx(
+        _figure(data, "omnistock_batched_reserves_per_s")
+        / _figure(data, "redis_direct_depth_16_reserves_per_redis_cpu_s")
+    )
+    assert data["targets"][per_core]["op"] == ">="
     _points(data, {"omnistock mix", "redis-lua mix", "postgres reserve"})
 
 
