@@ -78,6 +78,10 @@ def test_batch_quick(tmp_path: Path) -> None:
             _figure(data, f"availability_lines_per_s_{size}_{via}")
             _figure(data, f"reserve_lines_per_s_{size}_{via}")
     assert data["durability"] == "sync" and data["table_md"].startswith("| kind |")
+    for row in data["rows"]:
+        assert sum(row["error_codes"].values()) == row["errors"]
+    clean = [r["lines_per_s"] for r in data["rows"] if r["kind"] == "reserve" and not r["errors"]]
+    assert _figure(data, "reserve_lines_per_s") == max(clean)
 
 
 def test_peers_quick(tmp_path: Path) -> None:
