@@ -10,7 +10,8 @@ lines per second for:
   outstanding);
 - `ReserveBatch` with 10, 100 and 1,000 one-unit reservations per call (fresh ids: every line is
   a real reserve, uniformly random positions of the workload, some of them sold out =
-  INSUFFICIENT, which the engine still judges), and the same over `StreamReserve`.
+  INSUFFICIENT, which the engine still judges), and the same over `StreamReserve` (16 messages
+  outstanding per stream, or fewer so that at most 2,000 lines are: 2 of 1,000 lines).
 
 Every reserve line is journaled and fsynced before its answer (sync durability). Targets per
 server process: ≥ 1,000,000 availability lines/s and ≥ 400,000 reserve lines/s.
@@ -46,7 +47,8 @@ from bench.harness import (
 
 AVAIL_LINES_TARGET = 1_000_000.0
 RESERVE_LINES_TARGET = 400_000.0
-STREAM_WINDOW = 16
+STREAM_WINDOW = 16  # messages outstanding per stream
+RESERVE_WINDOW_LINES = 2_000  # reserve streams: at most this many lines outstanding (≥ 1 message)
 SECONDS_MAX = 120.0
 DEADLINE_S = 10.0
 
@@ -154,7 +156,7 @@ async def _worker(job: dict[str, Any]) -> dict[str, Any]:
                     failed(exc)
 
         async def stream_slot() -> None:
-            window = asyncio.Semaphore(STREAM_WINDOW)
+            window = asyncio.Semaphore(job["window"])
 
             async def requests() -> Any:
                 while True:
@@ -203,6 +205,7 @@ def closed_loop(
     processes: int,
     stream: bool,
     reuse: bool,
+    window: int = STREAM_WINDOW,
 ) -> dict[str, Any]:
     """Lines/s answered with `in_flight` calls (or streams) per process, for `seconds`."""
     from bench.loadgen import check_loopback
@@ -221,6 +224,7 @@ def closed_loop(
             "in_flight": in_flight,
             "stream": stream,
             "reuse": reuse,
+            "window": window,
         }
         parent, child = ctx.Pipe(duplex=False)
         proc = ctx.Process(target=_entry, args=(job, child), daemon=True)
@@ -254,6 +258,13 @@ def closed_loop(
         "lines_per_s": calls * lines_per_call / elapsed,
         "client_cpu_util": sum(r["cpu"] for r in reports) / elapsed,
     }
+
+
+def reserve_window(lines_per_call: int) -> int:
+    """Reserve messages a stream keeps outstanding: 16, or fewer for big messages. 16 streams
+    of 16 1,000-line reserves queued 256,000 reservations, 4× the server's write-queue bound
+    (`queue_commands_max`, counted in reservations), and streams failed RESOURCE_EXHAUSTED."""
+    return max(1, min(STREAM_WINDOW, RESERVE_WINDOW_LINES // max(1, lines_per_call)))
 
 
 def _best(rows: list[dict[str, Any]], kind: str) -> float:
@@ -338,6 +349,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, An
                         args.processes,
                         stream,
                         reuse=False,
+                        window=reserve_window(size),
                     )
                     rows.append(
                         {

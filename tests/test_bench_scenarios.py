@@ -158,3 +158,12 @@ def test_replicas_small(tmp_path: Path) -> None:
     assert _figure(data, "visibility_ms_p50") <= _figure(data, "visibility_ms_p99")
     assert _figure(data, "reads_per_s_primary_alone") > 0
     assert _figure(data, "reads_per_s_primary_plus_replica") > 0
+
+
+def test_reserve_streams_stay_under_the_write_queue_bound() -> None:
+    from bench.batch import RESERVE_WINDOW_LINES, reserve_window
+    from server.config import QUEUE_COMMANDS_MAX
+
+    assert [reserve_window(n) for n in (1, 10, 100, 1_000, 5_000)] == [16, 16, 16, 2, 1]
+    streams = 16  # the default: 8 in flight x 2 processes
+    assert streams * RESERVE_WINDOW_LINES <= QUEUE_COMMANDS_MAX
