@@ -229,3 +229,25 @@ async def test_sync_throughput_figure(journal: Journal, capsys: pytest.CaptureFi
             f"{stats.batches} batches (max {stats.batch_commands_max} commands)"
         )
     await seq.close()
+
+
+@pytest.mark.parametrize("yields", [0, 2])
+async def test_writes_ready_a_turn_later_join_the_batch(
+    journal: Journal, monkeypatch: pytest.MonkeyPatch, yields: int
+) -> None:
+    import server.sequencer as sequencer_module
+
+    monkeypatch.setattr(sequencer_module, "GROUP_YIELDS", yields)
+    seq = await _started(Ledger(), journal)
+    await asyncio.sleep(0.01)  # the writer is idle, waiting for work
+    before = seq.stats().batches
+
+    async def caller(k: int) -> object:
+        for _ in range(k % 2):  # half of the handlers get to submit one loop turn later
+            await asyncio.sleep(0)
+        return await seq.submit(Commit(f"x{k}"))
+
+    await asyncio.gather(*(caller(k) for k in range(10)))
+    # With the writer yielding first, the late half joins the same batch (one fsync).
+    assert seq.stats().batches - before == (1 if yields else 2)
+    await seq.close()
