@@ -187,8 +187,9 @@ class App:
         warm_s = time.perf_counter() - started
         recovered = await asyncio.to_thread(recover, config)
         await asyncio.to_thread(recovered.ledger.reserve_room, config.holds_capacity)
-        # The recovered ledger's millions of objects live as long as the process: out of the
-        # cyclic collector's generations, so its full collections do not walk them again.
+        # The recovered ledger's objects live as long as the process: out of the cyclic
+        # collector's generations, so a full collection while serving does not walk them
+        # (docs/server.md, "Process settings").
         gc.collect()
         gc.freeze()
         self.recovered = recovered
