@@ -49,6 +49,7 @@ from engine.errors import Code, Rejection
 __all__ = [
     "Outcome",
     "StockBackend",
+    "Columns",
     "columns_result",
     "conflict",
     "make_result",
@@ -127,33 +128,52 @@ def make_result(
     return ReservationResult(view, replayed)
 
 
+class Columns:
+    """The columns of a `ReserveColumnsResult`, filled item by item. Answered items append to
+    the lists directly; `reject` adds a refused item (no lines held)."""
+
+    def __init__(self) -> None:
+        self.states: list[int] = []
+        self.replayed: list[bool] = []
+        self.expires_at_ms: list[int] = []
+        self.held_qtys: list[int] = []
+        self.line_statuses: list[int] = []
+        self.rejections: dict[int, Rejection] = {}
+
+    def reject(self, k: int, rejection: Rejection, lines: int) -> None:
+        self.rejections[k] = rejection
+        self.states.append(int(ReservationState.REJECTED))
+        self.replayed.append(False)
+        self.expires_at_ms.append(0)
+        self.held_qtys += [0] * lines
+        self.line_statuses += [0] * lines
+
+    def result(self) -> ReserveColumnsResult:
+        return ReserveColumnsResult(
+            self.states,
+            self.replayed,
+            self.expires_at_ms,
+            self.held_qtys,
+            self.line_statuses,
+            self.rejections,
+        )
+
+
 def columns_result(outcomes: Sequence[Outcome], counts: Any) -> ReserveColumnsResult:
     """`reserve_many` outcomes as the `ReserveColumnsResult` a `ReserveColumns` answers with."""
-    states: list[int] = []
-    replayed: list[bool] = []
-    expires_at_ms: list[int] = []
-    held_qtys: list[int] = []
-    line_statuses: list[int] = []
-    rejections: dict[int, Rejection] = {}
+    cols = Columns()
     for k, (outcome, n) in enumerate(zip(outcomes, counts.tolist(), strict=True)):
         if isinstance(outcome, Rejection):
-            rejections[k] = outcome
-            states.append(int(ReservationState.REJECTED))
-            replayed.append(False)
-            expires_at_ms.append(0)
-            held_qtys += [0] * n
-            line_statuses += [0] * n
+            cols.reject(k, outcome, n)
             continue
         view = outcome.reservation
-        states.append(int(view.state))
-        replayed.append(outcome.replayed)
-        expires_at_ms.append(view.expires_at_ms)
+        cols.states.append(int(view.state))
+        cols.replayed.append(outcome.replayed)
+        cols.expires_at_ms.append(view.expires_at_ms)
         for line in view.lines:
-            held_qtys.append(line.held_qty)
-            line_statuses.append(int(line.status))
-    return ReserveColumnsResult(
-        states, replayed, expires_at_ms, held_qtys, line_statuses, rejections
-    )
+            cols.held_qtys.append(line.held_qty)
+            cols.line_statuses.append(int(line.status))
+    return cols.result()
 
 
 def _invalid(message: str) -> Rejection:

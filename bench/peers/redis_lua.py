@@ -23,6 +23,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from bench.peers import (
+    Columns,
     Outcome,
     columns_result,
     conflict,
@@ -126,7 +127,6 @@ return redis.call('HMGET', P .. 's:' .. ARGV[3], unpack(ARGV, 4))
 )
 
 SEP = "\x1f"
-_REJECTED = int(ReservationState.REJECTED)
 _HELD = int(ReservationState.HELD)
 _HOLDING = frozenset({_HELD, int(ReservationState.COMMITTED)})
 
@@ -301,21 +301,13 @@ class RedisLuaBackend:
             return columns_result(await self.reserve_many(cmd.to_reserves(), now_ms), counts)
         args = [self.prefix, now_ms, batch]
         reply = await self._eval("reserve_batch", RESERVE_BATCH_LUA, args)
-        states: list[int] = []
-        replayed: list[bool] = []
-        expires_at_ms: list[int] = []
-        held_qtys: list[int] = []
-        line_statuses: list[int] = []
-        rejections: dict[int, Rejection] = {}
+        cols = Columns()
+        states, replayed, expires_at_ms = cols.states, cols.replayed, cols.expires_at_ms
+        held_qtys, line_statuses = cols.held_qtys, cols.line_statuses
         l0 = 0
         for k, (item, c) in enumerate(zip(reply.split(b";"), count_list, strict=True)):
             if item == b"-1":
-                rejections[k] = conflict(ids[k])
-                states.append(_REJECTED)
-                replayed.append(False)
-                expires_at_ms.append(0)
-                held_qtys += [0] * c
-                line_statuses += [0] * c
+                cols.reject(k, conflict(ids[k]), c)
                 l0 += c
                 continue
             state_b, replayed_b, expires_b, _, statuses_b = item.split(b" ")
@@ -329,9 +321,7 @@ class RedisLuaBackend:
             else:
                 held_qtys += [0] * c
             l0 += c
-        return ReserveColumnsResult(
-            states, replayed, expires_at_ms, held_qtys, line_statuses, rejections
-        )
+        return cols.result()
 
     async def _transition(self, rid: str, action: str, now_ms: int) -> Outcome:
         reply = await self._eval("transition", TRANSITION_LUA, [self.prefix, now_ms, rid, action])
