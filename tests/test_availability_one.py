@@ -5,7 +5,6 @@ quantities, `available_by_date`, and the same errors with the same ErrorInfo."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -13,9 +12,7 @@ import pytest
 import pytest_asyncio
 
 from omnistock.v1 import availability_pb2, supply_pb2, types_pb2
-from server.app import start_server
-from server.config import ServerConfig
-from tests.test_rpc import Stubs, error_info, make_stubs, stock, uid
+from tests.test_rpc import Stubs, error_info, serving_stubs, stock, uid
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -24,13 +21,8 @@ Q = availability_pb2.AvailabilityQuery
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def stubs(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stubs]:
-    data_dir: Path = tmp_path_factory.mktemp("one")
-    config = ServerConfig(listen="127.0.0.1:0", data_dir=str(data_dir), durability="none")
-    server, app, port = await start_server(config)
-    s = make_stubs(port)
-    yield s
-    await s.channel.close()
-    await app.stop(server, 1.0)
+    async with serving_stubs(tmp_path_factory.mktemp("one")) as s:
+        yield s
 
 
 async def _answer(stubs: Stubs, queries: list[Any]) -> Any:

@@ -16,9 +16,7 @@ import pytest
 import pytest_asyncio
 
 from omnistock.v1 import availability_pb2, reservation_pb2, types_pb2
-from server.app import start_server
-from server.config import ServerConfig
-from tests.test_rpc import Stubs, line, make_stubs, quantities, reserve, stock, uid
+from tests.test_rpc import Stubs, line, quantities, reserve, serving_stubs, stock, uid
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -31,13 +29,8 @@ SEED = 20240611
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def stubs(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stubs]:
-    data_dir = tmp_path_factory.mktemp("races")
-    config = ServerConfig(listen="127.0.0.1:0", data_dir=str(data_dir), durability="sync")
-    server, app, port = await start_server(config)
-    s = make_stubs(port)
-    yield s
-    await s.channel.close()
-    await app.stop(server, 1.0)
+    async with serving_stubs(tmp_path_factory.mktemp("races"), "sync") as s:
+        yield s
 
 
 async def _watch(stubs: Stubs, sku: str, node: str, stop: asyncio.Event) -> list[Any]:

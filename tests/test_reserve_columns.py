@@ -10,7 +10,6 @@ from a snapshot to the same bytes.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -41,8 +40,6 @@ from engine.errors import Code, Rejection
 from engine.ledger import Ledger
 from engine.replay import replay
 from omnistock.v1 import reservation_pb2, types_pb2
-from server.app import start_server
-from server.config import ServerConfig
 from tests.test_determinism import frozen, restore
 from tests.test_ledger_model import (
     NODES,
@@ -55,7 +52,7 @@ from tests.test_ledger_model import (
     reserve,
     reserve_columns,
 )
-from tests.test_rpc import Stubs, make_stubs, quantities, state, stock, uid
+from tests.test_rpc import Stubs, quantities, serving_stubs, state, stock, uid
 
 T0 = 1_000_000
 SETUP = [
@@ -328,13 +325,8 @@ INSUFFICIENT = types_pb2.LINE_STATUS_INSUFFICIENT
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def stubs(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stubs]:
-    data_dir: Path = tmp_path_factory.mktemp("columns")
-    config = ServerConfig(listen="127.0.0.1:0", data_dir=str(data_dir), durability="none")
-    server, app, port = await start_server(config)
-    s = make_stubs(port)
-    yield s
-    await s.channel.close()
-    await app.stop(server, 1.0)
+    async with serving_stubs(tmp_path_factory.mktemp("columns")) as s:
+        yield s
 
 
 @pytestmark_rpc

@@ -8,6 +8,7 @@ use ids of their own so they do not see each other.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import threading
 import time
@@ -73,6 +74,19 @@ def make_stubs(port: int, token: str | None = None) -> Stubs:
         supply_pb2_grpc.SupplyServiceStub(channel),
         admin_pb2_grpc.AdminServiceStub(channel),
     )
+
+
+@contextlib.asynccontextmanager
+async def serving_stubs(data_dir: Path, durability: str = "none") -> AsyncIterator[Stubs]:
+    """A server on a free loopback port (auth off) with `data_dir`, and stubs to call it."""
+    config = ServerConfig(listen="127.0.0.1:0", data_dir=str(data_dir), durability=durability)
+    server, app, port = await start_server(config)
+    s = make_stubs(port)
+    try:
+        yield s
+    finally:
+        await s.channel.close()
+        await app.stop(server, 1.0)
 
 
 class _BearerInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
