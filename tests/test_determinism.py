@@ -19,14 +19,21 @@ from tests.nojit import pytest_without_jit
 from tests.test_ledger_model import NODES, SKUS, command, dt
 
 T0 = 1_000_000
-SETUP = [
-    UpsertNodes(tuple(NodeSpec(n) for n in NODES)),
-    UpsertGroups((GroupSpec("g0", NODES[:2], 1), GroupSpec("g1", NODES[1:], 0, 50.0))),
-    Adjust(
-        "setup",
-        tuple(Adjustment(s, n, 4, AdjustReason.RECEIPT) for s in SKUS for n in NODES),
-    ),
-]
+
+
+def setup_commands(units: int) -> list[Any]:
+    """The model's nodes, two groups, and `units` of every SKU at every node."""
+    return [
+        UpsertNodes(tuple(NodeSpec(n) for n in NODES)),
+        UpsertGroups((GroupSpec("g0", NODES[:2], 1), GroupSpec("g1", NODES[1:], 0, 50.0))),
+        Adjust(
+            "setup",
+            tuple(Adjustment(s, n, units, AdjustReason.RECEIPT) for s in SKUS for n in NODES),
+        ),
+    ]
+
+
+SETUP = setup_commands(4)
 batches = st.lists(st.tuples(dt, st.lists(command, max_size=5)), min_size=1, max_size=30)
 
 

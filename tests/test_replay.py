@@ -17,7 +17,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine import limits
-from engine.codes import AdjustReason
 from engine.commands import (
     Adjust,
     Adjustment,
@@ -25,34 +24,22 @@ from engine.commands import (
     Commit,
     Extend,
     Fulfil,
-    GroupSpec,
     Line,
-    NodeSpec,
     Release,
     Reserve,
     SetThresholds,
     Threshold,
-    UpsertGroups,
-    UpsertNodes,
 )
 from engine.ledger import Ledger
 from engine.replay import replay
 from tests.nojit import pytest_without_jit
+from tests.test_determinism import SETUP, T0
 from tests.test_ledger_model import MEMORIES, NODES, SKUS, command, commit, dt, release
 from tests.test_ledger_model import reserve as reserve_st
 
-T0 = 1_000_000
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Batch)
 
-SETUP = [
-    UpsertNodes(tuple(NodeSpec(n) for n in NODES)),
-    UpsertGroups((GroupSpec("g0", NODES[:2], 1), GroupSpec("g1", NODES[1:], 0, 50.0))),
-    Adjust(
-        "setup",
-        tuple(Adjustment(s, n, 4, AdjustReason.RECEIPT) for s in SKUS for n in NODES),
-    ),
-]
 THRESHOLDS = SetThresholds(
     (
         Threshold("s0", 3, node_id="n0"),

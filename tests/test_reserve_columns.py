@@ -21,30 +21,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine import limits
-from engine.codes import AdjustReason, ReservationState
+from engine.codes import ReservationState
 from engine.commands import (
-    Adjust,
-    Adjustment,
     Batch,
     Commit,
-    GroupSpec,
     Line,
-    NodeSpec,
     Release,
     Reserve,
     ReserveColumns,
-    UpsertGroups,
-    UpsertNodes,
 )
 from engine.errors import Code, Rejection
 from engine.ledger import Ledger
 from engine.replay import replay
 from omnistock.v1 import reservation_pb2, types_pb2
-from tests.test_determinism import frozen, restore
+from tests.test_determinism import frozen, restore, setup_commands
 from tests.test_ledger_model import (
-    NODES,
     RES_IDS,
-    SKUS,
     _columns,
     dt,
     engine_columns,
@@ -55,14 +47,7 @@ from tests.test_ledger_model import (
 from tests.test_rpc import Stubs, quantities, serving_stubs, state, stock, uid
 
 T0 = 1_000_000
-SETUP = [
-    UpsertNodes(tuple(NodeSpec(n) for n in NODES)),
-    UpsertGroups((GroupSpec("g0", NODES[:2], 1), GroupSpec("g1", NODES[1:], 0, 50.0))),
-    Adjust(
-        "setup",
-        tuple(Adjustment(s, n, 3, AdjustReason.RECEIPT) for s in SKUS for n in NODES),
-    ),
-]
+SETUP = setup_commands(3)
 
 
 def as_reserves(commands: list[Any]) -> list[Any]:
