@@ -40,6 +40,7 @@ from bench.harness import (
     M_RESERVE_BATCH,
     M_RESERVE_STREAM,
     ServerRun,
+    add_to_json,
     client_cpus,
     seed_data_dir,
     workdir,
@@ -392,13 +393,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, An
     md = "\n".join(table)
     print(md)
     if args.json:
-        import json
-
-        path = Path(args.json)
-        d = json.loads(path.read_text())
-        d["table_md"] = md
-        path.write_text(json.dumps(d, indent=2) + "\n")
-        path.with_suffix(".md").write_text(f"# batch\n\n`{payload['command']}`\n\n{md}\n")
+        add_to_json(args.json, {"table_md": md}, f"# batch\n\n`{payload['command']}`\n\n{md}\n")
     if args.plot:
         _plot(args.plot, payload["command"], rows)
     return payload

@@ -476,22 +476,32 @@ def plot_points(path: str, title: str, points: Sequence[dict[str, Any]]) -> None
     plt.close(fig)
 
 
+def add_to_json(json_path: str, fields: dict[str, Any], markdown: str) -> None:
+    """Add `fields` to the JSON already written by `finish`, and write `markdown` beside it
+    (same name, `.md`)."""
+    import json
+
+    path = Path(json_path)
+    data = json.loads(path.read_text())
+    data.update(fields)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    path.with_suffix(".md").write_text(markdown)
+
+
 def write_outputs(
     payload: dict[str, Any], points: Sequence[dict[str, Any]], args: Any, title: str
 ) -> str:
     """Add the points and their Markdown table to the JSON already written by `finish`, write
     the table next to it (`.md`), and draw the plot. The table."""
-    import json
 
     table = points_table(points)
     print(table)
     if args.json:
-        path = Path(args.json)
-        data = json.loads(path.read_text())
-        data["points"] = list(points)
-        data["table_md"] = table
-        path.write_text(json.dumps(data, indent=2) + "\n")
-        path.with_suffix(".md").write_text(f"# {title}\n\n`{payload['command']}`\n\n{table}\n")
+        add_to_json(
+            args.json,
+            {"points": list(points), "table_md": table},
+            f"# {title}\n\n`{payload['command']}`\n\n{table}\n",
+        )
     if args.plot:
         plot_points(args.plot, f"{title} — {payload['command']}", points)
         print(f"  wrote {args.plot}")

@@ -50,6 +50,7 @@ from bench.common import Figure, finish
 from bench.harness import (
     SERVER_CPU,
     ServerRun,
+    add_to_json,
     client_cpus,
     encode_ops,
     geometric_rates,
@@ -397,8 +398,6 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, An
 def _add_batched_table(
     args: argparse.Namespace, payload: Any, title: str, table: str, batched: dict[str, Any]
 ) -> None:
-    import json
-
     rows = [
         f"| system | ReserveBatch x{args.batch_size}: reserves/s | calls/s | client CPU | errors |",
         "|---|---:|---:|---:|---:|",
@@ -409,10 +408,8 @@ def _add_batched_table(
     md = "\n".join(rows)
     print(md)
     if args.json:
-        path = Path(args.json)
-        data = json.loads(path.read_text())
-        data["batched_table_md"] = md
-        path.write_text(json.dumps(data, indent=2) + "\n")
-        path.with_suffix(".md").write_text(
-            f"# {title}\n\n`{payload['command']}`\n\n{table}\n\n{md}\n"
+        add_to_json(
+            args.json,
+            {"batched_table_md": md},
+            f"# {title}\n\n`{payload['command']}`\n\n{table}\n\n{md}\n",
         )
