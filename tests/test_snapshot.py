@@ -256,3 +256,38 @@ def test_populated_buffers_are_writable_aligned_and_sized() -> None:
         assert int(buf[-1]) == 7 and int(buf.sum(dtype=np.int64)) == 7 * nbytes
     big = populated_bytes(POPULATE_BYTES_MIN)
     assert big.ctypes.data % ALIGN_BYTES == 0  # a mapping starts on a page
+
+
+def _anon_huge_kib(address: int) -> int:
+    """AnonHugePages of the mapping holding `address`, from /proc/self/smaps."""
+    inside = False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()[0]
+        if "-" in head and not head.endswith(":"):
+            lo, hi = (int(x, 16) for x in head.split("-"))
+            inside = lo <= address < hi
+        elif inside and head == "AnonHugePages:":
+            return int(line.split()[1])
+    return 0
+
+
+def test_large_buffers_take_huge_pages_where_the_kernel_offers_them() -> None:
+    from engine.state import populated_bytes
+
+    setting = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    if not setting.exists() or "[never]" in setting.read_text():
+        pytest.skip("no transparent huge pages on this machine")
+    buf = populated_bytes(64 << 20, zeroed=True)
+    assert _anon_huge_kib(buf.ctypes.data) >= 2048  # at least one 2 MiB page, mapped up front
+    assert int(buf[:: 1 << 20].sum()) == 0
+
+
+def test_populated_buffers_fall_back_to_small_pages(monkeypatch: pytest.MonkeyPatch) -> None:
+    import engine.state as state
+
+    monkeypatch.setattr(state, "MADV_POPULATE_WRITE", 1 << 20)  # an advice no kernel knows
+    buf = state.populated_bytes(state.POPULATE_BYTES_MIN, zeroed=True)
+    assert _anon_huge_kib(buf.ctypes.data) == 0
+    assert int(buf.sum(dtype=np.int64)) == 0
+    buf[:] = 3
+    assert int(buf[-1]) == 3
