@@ -12,7 +12,7 @@ go to one kernel call, so numba's dispatch is paid per run of commands, not per 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import repeat
 from typing import Any
 
@@ -69,6 +69,7 @@ from engine.commands import (
 from engine.errors import Code, EngineError, Rejection, id_conflict
 from engine.kernels import atp, index, reserve, supply
 from engine.state import (
+    ADOPTABLE_FILL,
     C_HEAP_LEN,
     C_HELD,
     C_LINES_USED,
@@ -98,6 +99,7 @@ from engine.state import (
     aligned_full,
     make_state,
     new_arrays,
+    rows_with_room,
 )
 
 __all__ = ["Ledger", "Outcome", "BatchOutcome", "Quantities", "DatedQuantities"]
@@ -2090,13 +2092,20 @@ class Ledger:
         *,
         ids_window_ms: int = limits.IDS_WINDOW_MS,
         ids_remembered_max: int = limits.IDS_REMEMBERED_MAX,
+        room: Mapping[str, np.ndarray] | None = None,
     ) -> Ledger:
+        """The ledger `export_state` described. The arrays are copied, except that with `room`
+        (the `arrays` of the `ArraysWithRoom` the snapshot was read with) the position arrays and
+        the hash table are adopted: the caller hands them over and must not use them again."""
         meta = msgspec.msgpack.decode(meta_bytes, type=_Meta)
         if meta.version != FORMAT_VERSION:
             raise ValueError(f"state format {meta.version} is not {FORMAT_VERSION}")
         positions = arrays["qty"].shape[0]
+        capacity = rows_with_room(positions)
+        adopted = _adoptable(arrays, room or {}, capacity)
         ledger = cls(
-            positions=max(1024, positions + positions // 4),
+            # Adopted position arrays replace the constructor's, so those start minimal.
+            positions=1024 if adopted else capacity,
             skus=max(1024, len(meta.skus) + len(meta.skus) // 4),
             nodes=max(64, len(meta.nodes) + 1),
             reservations=max(1024, len(meta.res_names) + 1),
@@ -2104,12 +2113,14 @@ class Ledger:
             ids_remembered_max=ids_remembered_max,
         )
         a = ledger._a
-        # Copied, never adopted: the caller may keep using its arrays (export_state hands out
-        # the live table). Into the new ledger's own table when the sizes agree.
+        a.update(adopted)
+        # Otherwise copied: the caller may keep using its arrays (export_state hands out the live
+        # table). Into the new ledger's own table when the sizes agree.
         src_table = arrays["table"]
-        if a["table"].shape != src_table.shape:
-            a["table"] = aligned_full(src_table.shape, 0, np.int32)
-        a["table"][:] = src_table
+        if "table" not in adopted:
+            if a["table"].shape != src_table.shape:
+                a["table"] = aligned_full(src_table.shape, 0, np.int32)
+            a["table"][:] = src_table
         ledger._ensure(
             groups=max(8, arrays["grp_i64"].shape[0]),
             lines=arrays["ln"].shape[0],
@@ -2129,6 +2140,8 @@ class Ledger:
             "heap",
             "ctr",
         ):
+            if name in adopted:
+                continue
             src = arrays[name]
             assert a[name].shape[0] >= src.shape[0], name
             a[name][: src.shape[0]] = src
@@ -2154,6 +2167,29 @@ class Ledger:
         ledger._sourced = {k: (v[0], v[1]) for k, v in meta.sourced.items()}
         ledger._events.restore(ledger, meta.events, arrays.get("ev_low"))
         return ledger
+
+
+def _adoptable(
+    arrays: Mapping[str, np.ndarray], room: Mapping[str, np.ndarray], capacity: int
+) -> dict[str, np.ndarray]:
+    """The arrays of `room` a restored ledger takes as its own (see `ArraysWithRoom`): all of
+    `ADOPTABLE_FILL`'s or none. Each must hold the snapshot's array as its first rows (same
+    memory), with `capacity` rows for a position array and the same size for the table."""
+    adopted = {}
+    for name in ADOPTABLE_FILL:
+        full, src = room.get(name), arrays[name]
+        rows = src.shape[0] if name == "table" else capacity
+        if not (
+            full is not None
+            and full.dtype == src.dtype
+            and full.shape == (rows, *src.shape[1:])
+            and full.ctypes.data == src.ctypes.data
+            and full.flags.c_contiguous
+            and full.flags.writeable
+        ):
+            return {}
+        adopted[name] = full
+    return adopted
 
 
 def _magnitude(sign_on_hand: int, sign_unavailable: int) -> Callable[[int], tuple[int, int, int]]:

@@ -41,6 +41,7 @@ from engine.persistence import (
     SnapshotStoreError,
 )
 from engine.replay import replay
+from engine.state import ArraysWithRoom
 from server.config import ServerConfig
 
 __all__ = [
@@ -108,12 +109,14 @@ def _unreachable(exc: SnapshotStoreError) -> bool:
     return isinstance(exc.__cause__, redis.ConnectionError | redis.TimeoutError | OSError)
 
 
-def _load_snapshot(store: SnapshotStore, journal_dir: Path, wait_s: float) -> LoadedSnapshot | None:
+def _load_snapshot(
+    store: SnapshotStore, journal_dir: Path, wait_s: float, into: ArraysWithRoom
+) -> LoadedSnapshot | None:
     deadline = time.monotonic() + wait_s
     delay_s = 0.2
     while True:
         try:
-            return store.load_latest()
+            return store.load_latest(into)
         except SnapshotStoreError as exc:
             if not _unreachable(exc):
                 raise StartupError(
@@ -143,7 +146,9 @@ def recover(config: ServerConfig, store: SnapshotStore | None = None) -> Recover
     started = time.perf_counter()
     store = store if store is not None else open_store(config)
     journal_dir = Path(config.data_dir) / "journal"
-    snap = _load_snapshot(store, journal_dir, config.store_wait_s)
+    # The large arrays are read straight into the ones the ledger keeps (no second copy).
+    room = ArraysWithRoom()
+    snap = _load_snapshot(store, journal_dir, config.store_wait_s, room)
     after = snap.journal_seq if snap is not None else 0
     try:
         journal = Journal.open(
@@ -163,7 +168,11 @@ def recover(config: ServerConfig, store: SnapshotStore | None = None) -> Recover
                 f"({store.describe()}) includes seq {after}: the journal lost entries the "
                 "snapshot has; refusing to start"
             )
-        ledger = Ledger() if snap is None else Ledger.from_state(snap.arrays, snap.meta)
+        if snap is None:
+            ledger = Ledger()
+        else:
+            ledger = Ledger.from_state(snap.arrays, snap.meta, room=room.arrays)
+        del room
         replayed = _replay(ledger, journal, after)
     except BaseException:
         journal.close()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -38,6 +39,7 @@ from engine.commands import Batch, Command
 from engine.ledger import Ledger
 from engine.persistence import RedisSnapshotStore
 from engine.persistence.snapshot import LoadedSnapshot, SnapshotStoreError
+from engine.state import ArraysWithRoom
 from server.durability import StartupError
 from server.sequencer import SequencerError
 from server.streams import entry_seq, journal_key
@@ -152,7 +154,8 @@ class Follower:
         """Load the newest snapshot the stream continues from; raise _NotYet if there is none."""
         first, last = await self._stream_bounds()
         try:
-            snap: LoadedSnapshot | None = await asyncio.to_thread(self.store.load_latest)
+            room = ArraysWithRoom()  # read into the arrays the ledger will keep
+            snap: LoadedSnapshot | None = await asyncio.to_thread(self.store.load_latest, room)
         except SnapshotStoreError as exc:
             if isinstance(exc.__cause__, redis.RedisError | OSError):
                 raise exc.__cause__ from None
@@ -181,7 +184,9 @@ class Follower:
             # What we have still joins the stream; no need to reload (e.g. a decode hiccup).
             self._need_reload = False
             return
-        ledger = await asyncio.to_thread(Ledger.from_state, snap.arrays, snap.meta)
+        ledger = await asyncio.to_thread(
+            functools.partial(Ledger.from_state, snap.arrays, snap.meta, room=room.arrays)
+        )
         self.snapshot_bytes = snap.bytes
         self._install(ledger, snap.journal_seq, snap.created_at_ms, snap.created_at_ms)
         self.head_seq = max(self.head_seq, last)

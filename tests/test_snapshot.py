@@ -1,11 +1,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import redis
 
+from engine.codes import AdjustReason
+from engine.commands import Adjust, Adjustment
 from engine.persistence.snapshot import (
     FileSnapshotStore,
     LoadedSnapshot,
@@ -291,3 +294,65 @@ def test_populated_buffers_fall_back_to_small_pages(monkeypatch: pytest.MonkeyPa
     assert int(buf.sum(dtype=np.int64)) == 0
     buf[:] = 3
     assert int(buf[-1]) == 3
+
+
+@pytest.mark.parametrize("where", ["file", "redis"])
+def test_restored_ledger_adopts_the_arrays_it_was_read_into(
+    where: str, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    from engine.commands import Line, Reserve
+    from engine.ledger import Ledger
+    from engine.state import ADOPTABLE_FILL, EMPTY, ArraysWithRoom, rows_with_room
+    from tests.test_determinism import frozen, setup_commands
+
+    ledger = Ledger()
+    ledger.apply(1_000, setup_commands(5))
+    ledger.apply(2_000, [Reserve("r1", (Line("s0", "n0", 2),), 60_000)])
+    arrays, meta = ledger.export_state()
+    store: Any = FileSnapshotStore(tmp_path) if where == "file" else redis_store(redis_server)
+    store.save(arrays, meta, 3, 2_000)
+    room = ArraysWithRoom()
+    loaded = store.load_latest(room)
+    assert loaded is not None
+    positions = loaded.arrays["qty"].shape[0]
+    restored = Ledger.from_state(loaded.arrays, loaded.meta, room=room.arrays)
+    for name in ADOPTABLE_FILL:  # taken as they were read, not copied
+        assert restored._a[name] is room.arrays[name]
+    assert restored._a["qty"].shape[0] == rows_with_room(positions)
+    assert (restored._a["pos_key"][positions:] == EMPTY).all()
+    assert frozen(restored) == frozen(ledger)
+    # The spare rows take new positions without growing anything.
+    restored.apply(3_000, [Adjust("new", (Adjustment("s9", "n0", 4, AdjustReason.RECEIPT),))])
+    assert restored._a["qty"] is room.arrays["qty"]
+    assert int(restored.stats()["positions"]) == positions + 1
+    assert restored.availability([("s9", "n0", None)])[0][1].available == 4
+    if where == "redis":
+        store.close()
+
+
+def test_arrays_not_read_with_room_are_copied(tmp_path: Path) -> None:
+    from engine.ledger import Ledger
+    from engine.state import ArraysWithRoom
+    from tests.test_determinism import frozen, setup_commands
+
+    ledger = Ledger()
+    ledger.apply(1_000, setup_commands(5))
+    arrays, meta = ledger.export_state()
+    FileSnapshotStore(tmp_path).save(arrays, meta, 1, 1_000)
+    loaded = FileSnapshotStore(tmp_path).load_latest()  # plain buffers
+    assert loaded is not None
+    stale = ArraysWithRoom()  # holds nothing the snapshot was read into
+    restored = Ledger.from_state(loaded.arrays, loaded.meta, room=stale.arrays)
+    assert not any(np.shares_memory(restored._a[k], loaded.arrays[k]) for k in loaded.arrays)
+    assert frozen(restored) == frozen(ledger)
+
+
+def test_an_allocator_must_give_the_exact_shape(tmp_path: Path) -> None:
+    store = FileSnapshotStore(tmp_path)
+    store.save(sample_arrays(1), b"m", 1, 0)
+
+    def wrong(name: str, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray | None:
+        return np.zeros((shape[0] + 1, *shape[1:]), dtype) if shape else None
+
+    with pytest.raises(ValueError, match="unusable array"):
+        store.load_latest(wrong)

@@ -129,12 +129,17 @@ class SnapshotStore(Protocol):
         created_at_ms: int,
     ) -> SnapshotInfo: ...
 
-    def load_latest(self) -> LoadedSnapshot | None: ...
+    def load_latest(self, into: ArrayAllocator | None = None) -> LoadedSnapshot | None: ...
 
     def latest_journal_seq(self) -> int | None: ...
 
     def describe(self) -> str: ...
 
+
+# Where a loaded array's bytes go: given the array's name, dtype and shape, a writable
+# C-contiguous array of exactly that dtype and shape (a view of a larger one is fine: the caller
+# may adopt the larger one, as `Ledger.from_state(..., room=)` does), or None for a fresh buffer.
+ArrayAllocator = Callable[[str, np.dtype, tuple[int, ...]], np.ndarray | None]
 
 _header_encoder = msgspec.msgpack.Encoder()
 _header_decoder = msgspec.msgpack.Decoder(SnapshotHeader)
@@ -186,7 +191,7 @@ def _chunks(view: memoryview, chunk_bytes: int) -> Iterator[memoryview]:
         yield view[start : start + chunk_bytes]
 
 
-def _new_array(spec: ArrayHeader, where: str) -> np.ndarray:
+def _new_array(spec: ArrayHeader, where: str, into: ArrayAllocator | None = None) -> np.ndarray:
     try:
         dtype = np.dtype(spec.dtype)
     except TypeError as exc:
@@ -200,6 +205,13 @@ def _new_array(spec: ArrayHeader, where: str) -> np.ndarray:
             f"{where}: array {spec.name!r} byte_count {spec.byte_count} does not match "
             f"dtype {spec.dtype} x shape {spec.shape}"
         )
+    if into is not None:
+        given = into(spec.name, dtype, tuple(spec.shape))
+        if given is not None:
+            ok = given.dtype == dtype and given.shape == tuple(spec.shape)
+            if not (ok and given.flags.c_contiguous and given.flags.writeable):
+                raise ValueError(f"into() gave an unusable array for {spec.name!r}")
+            return given
     # Over-allocate and start at a cache-line boundary, as the file layout does.
     raw = populated_bytes(spec.byte_count + ALIGN_BYTES)
     start = -raw.ctypes.data % ALIGN_BYTES
@@ -366,16 +378,16 @@ class FileSnapshotStore:
         complete = self._complete()
         return complete[0][0] if complete else None
 
-    def load_latest(self) -> LoadedSnapshot | None:
+    def load_latest(self, into: ArrayAllocator | None = None) -> LoadedSnapshot | None:
         """The newest snapshot that validates; ``None`` only if there is no snapshot at all.
 
         If snapshots exist but none validates, ``SnapshotStoreError`` is raised: starting empty
-        would silently drop the state they held.
+        would silently drop the state they held. `into` chooses where each array is read.
         """
         failures = []
         for _, path in self._complete():
             try:
-                return self._load(path)
+                return self._load(path, into)
             except (_InvalidSnapshot, OSError) as exc:
                 log.error("snapshot %s is unusable, trying an older one: %s", path, exc)
                 failures.append(str(exc))
@@ -383,7 +395,7 @@ class FileSnapshotStore:
             raise SnapshotStoreError("no valid snapshot: " + "; ".join(failures))
         return None
 
-    def _load(self, path: Path) -> LoadedSnapshot:
+    def _load(self, path: Path, into: ArrayAllocator | None) -> LoadedSnapshot:
         where = str(path)
         with open(path, "rb", buffering=0) as file:
             size = os.fstat(file.fileno()).st_size
@@ -410,7 +422,7 @@ class FileSnapshotStore:
                 raise _InvalidSnapshot(f"{where}: meta checksum mismatch")
             arrays = {}
             for spec, offset in zip(header.arrays, array_offsets, strict=True):
-                array = _new_array(spec, where)
+                array = _new_array(spec, where, into)
                 file.seek(offset)
                 crc = 0
                 for chunk in _chunks(_byte_view(array), IO_CHUNK_BYTES):
@@ -602,16 +614,16 @@ class RedisSnapshotStore:
         except _InvalidSnapshot as exc:
             raise SnapshotStoreError(str(exc)) from exc
 
-    def load_latest(self) -> LoadedSnapshot | None:
+    def load_latest(self, into: ArrayAllocator | None = None) -> LoadedSnapshot | None:
         """The newest snapshot that validates (falling back to the previous one).
 
         ``None`` if Redis holds no snapshot under this prefix; ``SnapshotStoreError`` if Redis is
-        unreachable or no stored snapshot validates.
+        unreachable or no stored snapshot validates. `into` chooses where each array is read.
         """
         failures = []
         for snap_id in self._pointers():
             try:
-                return self._call("load", functools.partial(self._load, snap_id))
+                return self._call("load", functools.partial(self._load, snap_id, into))
             except _InvalidSnapshot as exc:
                 log.error("redis snapshot %s is unusable, trying the previous: %s", snap_id, exc)
                 failures.append(str(exc))
@@ -632,13 +644,13 @@ class RedisSnapshotStore:
             raise _InvalidSnapshot(f"{where}: bad chunk size {header.chunk_bytes}")
         return header
 
-    def _load(self, snap_id: str) -> LoadedSnapshot:
+    def _load(self, snap_id: str, into: ArrayAllocator | None) -> LoadedSnapshot:
         where = f"{self.describe()} id={snap_id}"
         raw = self._redis.get(self._key(snap_id, "header"))
         header = self._header(snap_id, None if raw is None else _as_bytes(raw))
         chunk_bytes = header.chunk_bytes
         meta = bytearray(header.meta_byte_count)
-        arrays = {spec.name: _new_array(spec, where) for spec in header.arrays}
+        arrays = {spec.name: _new_array(spec, where, into) for spec in header.arrays}
         # Destinations in chunk order: the meta buffer first, then each array's bytes.
         targets: list[memoryview] = list(_chunks(memoryview(meta), chunk_bytes))
         for array in arrays.values():
