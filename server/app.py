@@ -51,6 +51,7 @@ from engine.commands import (
 )
 from engine.ledger import Ledger
 from engine.persistence import RedisSnapshotStore
+from engine.persistence.journal import check_records, encode_record
 from server.config import ServerConfig
 from server.durability import (
     Recovered,
@@ -318,6 +319,8 @@ def warm_up() -> None:
     ledger.tick(now + 10_000)
     arrays, meta = ledger.export_state()
     Ledger.from_state(arrays, meta).tick(now + 20_000)
+    # The journal's record check (engine/kernels/records.py), which recovery runs on every record.
+    assert check_records(encode_record(1, b"w")) == 1
 
 
 # --- building and binding --------------------------------------------------------------------

@@ -436,3 +436,69 @@ def test_sigkill_never_loses_an_acknowledged_entry(tmp_path: Path) -> None:
         for seq in acked:
             assert entries.get(seq) == crash_payload(seq), f"seq {seq} lost (seed {seed})"
         assert sorted(entries) == list(range(1, len(entries) + 1))
+
+
+# -- the record-check kernel against plain Python ---------------------------------------------
+
+
+def scan_reference(data: bytes, offset: int, expected: int) -> tuple[int, int, list[int]]:
+    """The record walk as plain Python: header unpack, checks, `zlib.crc32`."""
+    import struct
+    import zlib
+
+    starts = []
+    while offset + RECORD_HEADER_BYTES <= len(data):
+        magic, crc, seq, payload_len = struct.unpack_from("<IIQI", data, offset)
+        end = offset + RECORD_HEADER_BYTES + payload_len
+        if (
+            magic != journal_module.RECORD_MAGIC
+            or seq != expected
+            or end > len(data)
+            or payload_len > journal_module.ENTRY_BYTES_MAX
+            or zlib.crc32(data[offset + 8 : end]) != crc
+        ):
+            break
+        starts.append(offset)
+        offset, expected = end, expected + 1
+    return offset, expected, starts
+
+
+def test_record_kernel_crc_is_zlibs() -> None:
+    import zlib
+
+    import numpy as np
+
+    from engine.kernels.records import TABLES, crc32
+
+    rng = random.Random(5)
+    for _ in range(300):
+        data = rng.randbytes(rng.randrange(0, 200))
+        start = rng.randrange(0, len(data) + 1)
+        end = rng.randrange(start, len(data) + 1)
+        view = np.frombuffer(data, np.uint8)
+        assert crc32(view, start, end, TABLES) == zlib.crc32(data[start:end])
+
+
+def test_record_kernel_walks_like_plain_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    from array import array
+
+    monkeypatch.setattr(journal_module, "_SCAN_CHUNK", 3)  # several kernel calls per walk
+    rng = random.Random(11)
+    for trial in range(200):
+        first = rng.randrange(1, 1_000)
+        data = bytearray(
+            b"".join(encode_record(s, payload_for(s)) for s in range(first, first + 9))
+        )
+        damage = rng.randrange(4)
+        if damage == 1 and data:  # one flipped byte anywhere
+            data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+        elif damage == 2:  # a torn tail
+            del data[rng.randrange(len(data) + 1) :]
+        elif damage == 3:  # trailing garbage
+            data += rng.randbytes(rng.randrange(1, 40))
+        start = rng.choice([0, len(encode_record(first, payload_for(first)))])
+        want = first + (start > 0)
+        offsets: array[int] = array("Q")
+        got = journal_module._scan(bytes(data), start, want, offsets)
+        ref_offset, ref_expected, ref_starts = scan_reference(bytes(data), start, want)
+        assert (got, offsets.tolist()) == ((ref_offset, ref_expected), ref_starts), trial

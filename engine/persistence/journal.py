@@ -28,6 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+
+from engine.kernels import records
+
 __all__ = [
     "ENTRY_BYTES_MAX",
     "KEPT_BYTES_MAX",
@@ -125,34 +129,42 @@ def encode_record(seq: int, payload: bytes | memoryview) -> bytes:
     return b"".join((head, seq_len, payload))
 
 
+# Record starts `_scan` collects per kernel call (then it appends them and goes on).
+_SCAN_CHUNK = 1 << 16
+
+
 def _scan(data: bytes, offset: int, expected: int, offsets: array[int]) -> tuple[int, int]:
     """Walk the valid records ``expected, expected + 1, ...`` from ``offset``, appending the
     start of each to ``offsets``; return ``(offset, expected)`` where the walk stopped: the end of
     ``data`` or a record that ``_parse_at`` rejects or whose seq is not ``expected``.
 
-    This is the hot loop of recovery, so it is ``_parse_at`` unrolled: one header unpack and one
-    CRC call per record (``seq | payload_len | payload`` are contiguous in ``data``).
+    This is the hot loop of recovery, so it runs as a numba kernel (engine/kernels/records.py:
+    the same checks, the CRC computed as ``zlib.crc32`` does).
     """
-    unpack = _HEADER.unpack_from
-    crc32 = zlib.crc32
-    append = offsets.append
-    size = len(data)
-    header_last = size - RECORD_HEADER_BYTES
-    while offset <= header_last:
-        magic, crc, seq, payload_len = unpack(data, offset)
-        end = offset + RECORD_HEADER_BYTES + payload_len
-        if (
-            magic != RECORD_MAGIC
-            or seq != expected
-            or end > size
-            or payload_len > ENTRY_BYTES_MAX
-            or crc32(data[offset + _CRC_FIELDS_OFFSET : end]) != crc
-        ):
-            break
-        append(offset)
-        offset = end
-        expected += 1
-    return offset, expected
+    view = np.frombuffer(data, np.uint8)
+    records_max = max(0, len(data) - offset) // RECORD_HEADER_BYTES + 1
+    out = np.empty(min(_SCAN_CHUNK, records_max), np.uint64)
+    while True:
+        offset, expected, count = records.scan(
+            view,
+            offset,
+            expected,
+            out,
+            records.TABLES,
+            RECORD_MAGIC,
+            RECORD_HEADER_BYTES,
+            ENTRY_BYTES_MAX,
+        )
+        offsets.frombytes(out[:count].tobytes())
+        if count < out.shape[0]:
+            return offset, expected
+
+
+def check_records(data: bytes, first_seq: int = 1) -> int:
+    """How many valid records ``first_seq, first_seq + 1, ...`` ``data`` starts with."""
+    offsets: array[int] = array("Q")
+    _scan(data, 0, first_seq, offsets)
+    return len(offsets)
 
 
 def _parse_at(data: bytes, offset: int) -> tuple[int, int] | str:
