@@ -1791,6 +1791,14 @@ class Ledger:
     def group_id(self, group_id: str) -> int:
         return self._groups.ids.get(group_id, _GROUP_UNKNOWN)
 
+    def sku_ids(self, skus: list[str]) -> np.ndarray:
+        """`sku_id` of each name of a column, as int64[n] (the lookups at C speed)."""
+        return _intern_column(self._skus.ids, skus)
+
+    def node_ids(self, node_ids: list[str]) -> np.ndarray:
+        """`node_id` of each name of a column, as int64[n] (the lookups at C speed)."""
+        return _intern_column(self._nodes.ids, node_ids)
+
     def availability_ids(
         self, sku_ids: np.ndarray, node_ids: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:

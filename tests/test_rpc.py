@@ -290,6 +290,15 @@ async def test_get_availability_columnar_and_stream(stubs: Stubs) -> None:
         availability_pb2.GetAvailabilityColumnarRequest(skus=[sku])
     )
     assert list(lean.available) == [5] and not lean.on_hand
+    # Every query at a node (the server's shortest path): unknown names still read as 0.
+    at_nodes = await stubs.availability.GetAvailabilityColumnar(
+        availability_pb2.GetAvailabilityColumnarRequest(
+            skus=[sku, "missing", sku], node_ids=[n1, n1, "nowhere"], include_buckets=True
+        )
+    )
+    unknown = [types_pb2.LINE_STATUS_UNKNOWN_SKU, types_pb2.LINE_STATUS_UNKNOWN_NODE]
+    assert list(at_nodes.status) == [OK, *unknown]
+    assert list(at_nodes.available) == [5, 0, 0] and list(at_nodes.on_hand) == [7, 0, 0]
 
     async def requests() -> AsyncIterator[Any]:
         for batch_id in range(1, 6):

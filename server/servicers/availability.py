@@ -51,33 +51,45 @@ def read_columns(
     """Statuses int8[n] and quantities int64[n, 7] for columnar queries. `node_ids` and
     `group_ids` are empty or as long as `skus`; "" at i = not this scope; neither = network."""
     n = len(skus)
-    sku_ids = np.fromiter(map(ledger.sku_id, skus), np.int64, n)
+    sku_ids = ledger.sku_ids(skus)
+    if node_ids and not group_ids and all(node_ids):  # the common shape: every query at a node
+        return _at_nodes(ledger, sku_ids, ledger.node_ids(node_ids))
     has_node = np.fromiter(map(bool, node_ids), np.bool_, n) if node_ids else np.zeros(n, bool)
     has_group = np.fromiter(map(bool, group_ids), np.bool_, n) if group_ids else np.zeros(n, bool)
     both = has_node & has_group
     if both.any():
         i = int(np.flatnonzero(both)[0])
         raise_invalid(f"group_ids[{i}]", "a query has a node_id or a group_id, not both")
+    if has_node.all():
+        return _at_nodes(ledger, sku_ids, ledger.node_ids(node_ids))
     statuses = np.empty(n, np.int8)
     qty = np.empty((n, 7), np.int64)
-    if has_node.all():
-        node_ids_arr = np.fromiter(map(ledger.node_id, node_ids), np.int64, n)
-        statuses, qty = ledger.availability_ids(sku_ids, node_ids_arr)
+    if has_node.any():
+        idx = np.flatnonzero(has_node)
+        nodes = ledger.node_ids([node_ids[i] for i in idx.tolist()])
+        statuses[idx], qty[idx] = ledger.availability_ids(sku_ids[idx], nodes)
+    idx = np.flatnonzero(~has_node)
+    if group_ids:
+        groups = np.fromiter(
+            (ledger.group_id(group_ids[i]) if group_ids[i] else _GROUP_NETWORK for i in idx),
+            np.int64,
+            idx.size,
+        )
     else:
-        if has_node.any():
-            idx = np.flatnonzero(has_node)
-            nodes = np.fromiter(map(ledger.node_id, (node_ids[i] for i in idx.tolist())), np.int64)
-            statuses[idx], qty[idx] = ledger.availability_ids(sku_ids[idx], nodes)
-        idx = np.flatnonzero(~has_node)
-        if group_ids:
-            groups = np.fromiter(
-                (ledger.group_id(group_ids[i]) if group_ids[i] else _GROUP_NETWORK for i in idx),
-                np.int64,
-                idx.size,
-            )
-        else:
-            groups = np.full(idx.size, _GROUP_NETWORK, np.int64)
-        statuses[idx], qty[idx] = ledger.availability_group_ids(sku_ids[idx], groups)
+        groups = np.full(idx.size, _GROUP_NETWORK, np.int64)
+    statuses[idx], qty[idx] = ledger.availability_group_ids(sku_ids[idx], groups)
+    return _zero_unless_ok(statuses, qty)
+
+
+def _at_nodes(
+    ledger: Any, sku_ids: np.ndarray, node_ids: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    statuses, qty = ledger.availability_ids(sku_ids, node_ids)
+    return _zero_unless_ok(statuses, qty)
+
+
+def _zero_unless_ok(statuses: np.ndarray, qty: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Quantities of a query that is not OK (unknown SKU or node, ...) read as 0."""
     not_ok = statuses != LineStatus.OK
     if not_ok.any():
         qty[not_ok] = 0
