@@ -365,7 +365,7 @@ def _untake(res_ids: dict[str, int], rids: list[str], rs: list[int], got: list[i
             del res_ids[rid]
 
 
-def _intern_column(ids: dict[str, int], column: list[str]) -> np.ndarray:
+def _intern_column(ids: dict[str, int], column: Sequence[str]) -> np.ndarray:
     """Interned ids of a name column (EMPTY for an unknown name), as int64[n]."""
     try:
         return np.fromiter(map(ids.get, column, repeat(EMPTY)), np.int64, len(column))
@@ -1791,11 +1791,11 @@ class Ledger:
     def group_id(self, group_id: str) -> int:
         return self._groups.ids.get(group_id, _GROUP_UNKNOWN)
 
-    def sku_ids(self, skus: list[str]) -> np.ndarray:
+    def sku_ids(self, skus: Sequence[str]) -> np.ndarray:
         """`sku_id` of each name of a column, as int64[n] (the lookups at C speed)."""
         return _intern_column(self._skus.ids, skus)
 
-    def node_ids(self, node_ids: list[str]) -> np.ndarray:
+    def node_ids(self, node_ids: Sequence[str]) -> np.ndarray:
         """`node_id` of each name of a column, as int64[n] (the lookups at C speed)."""
         return _intern_column(self._nodes.ids, node_ids)
 

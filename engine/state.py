@@ -272,7 +272,10 @@ class ArraysWithRoom:
         if fill is None or not shape:
             return None
         rows = shape[0] if name == "table" else rows_with_room(shape[0])
-        full = aligned_full((rows, *shape[1:]), fill, dtype)
+        # Zeroed, and only the spare rows filled: the snapshot's rows are about to be read in.
+        full = aligned_full((rows, *shape[1:]), 0, dtype)
+        if fill != 0:
+            full[shape[0] :] = fill
         self.arrays[name] = full
         return full[: shape[0]]
 

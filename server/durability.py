@@ -172,7 +172,6 @@ def recover(config: ServerConfig, store: SnapshotStore | None = None) -> Recover
             ledger = Ledger()
         else:
             ledger = Ledger.from_state(snap.arrays, snap.meta, room=room.arrays)
-        del room
         replayed = _replay(ledger, journal, after)
     except BaseException:
         journal.close()

@@ -52,16 +52,14 @@ def read_columns(
     `group_ids` are empty or as long as `skus`; "" at i = not this scope; neither = network."""
     n = len(skus)
     sku_ids = ledger.sku_ids(skus)
-    if node_ids and not group_ids and all(node_ids):  # the common shape: every query at a node
-        return _at_nodes(ledger, sku_ids, ledger.node_ids(node_ids))
+    if node_ids and all(node_ids) and not any(group_ids):  # the common shape: all at a node
+        return _zero_unless_ok(*ledger.availability_ids(sku_ids, ledger.node_ids(node_ids)))
     has_node = np.fromiter(map(bool, node_ids), np.bool_, n) if node_ids else np.zeros(n, bool)
     has_group = np.fromiter(map(bool, group_ids), np.bool_, n) if group_ids else np.zeros(n, bool)
     both = has_node & has_group
     if both.any():
         i = int(np.flatnonzero(both)[0])
         raise_invalid(f"group_ids[{i}]", "a query has a node_id or a group_id, not both")
-    if has_node.all():
-        return _at_nodes(ledger, sku_ids, ledger.node_ids(node_ids))
     statuses = np.empty(n, np.int8)
     qty = np.empty((n, 7), np.int64)
     if has_node.any():
@@ -78,13 +76,6 @@ def read_columns(
     else:
         groups = np.full(idx.size, _GROUP_NETWORK, np.int64)
     statuses[idx], qty[idx] = ledger.availability_group_ids(sku_ids[idx], groups)
-    return _zero_unless_ok(statuses, qty)
-
-
-def _at_nodes(
-    ledger: Any, sku_ids: np.ndarray, node_ids: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    statuses, qty = ledger.availability_ids(sku_ids, node_ids)
     return _zero_unless_ok(statuses, qty)
 
 

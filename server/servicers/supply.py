@@ -105,10 +105,7 @@ def _supply_statuses(outcome: Any) -> list[int]:
 
 def _positions(ledger: Any, skus: Sequence[str], node_ids: Sequence[str]) -> np.ndarray:
     """Quantities int64[n, 7] of (sku, node) positions, as they are now."""
-    n = len(skus)
-    sku_ids = np.fromiter(map(ledger.sku_id, skus), np.int64, n)
-    nodes = np.fromiter(map(ledger.node_id, node_ids), np.int64, n)
-    statuses, qty = ledger.availability_ids(sku_ids, nodes)
+    statuses, qty = ledger.availability_ids(ledger.sku_ids(skus), ledger.node_ids(node_ids))
     qty[statuses != LineStatus.OK] = 0
     return qty
 
