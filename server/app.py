@@ -28,6 +28,7 @@ from engine.codes import AdjustReason, MoveKind, NodeType
 from engine.commands import (
     Adjust,
     Adjustment,
+    Batch,
     Commit,
     Extend,
     Fulfil,
@@ -52,6 +53,7 @@ from engine.commands import (
 from engine.ledger import Ledger
 from engine.persistence import RedisSnapshotStore
 from engine.persistence.journal import check_records, encode_record
+from engine.replay import replay
 from server.config import ServerConfig
 from server.durability import (
     Recovered,
@@ -319,8 +321,19 @@ def warm_up() -> None:
     ledger.tick(now + 10_000)
     arrays, meta = ledger.export_state()
     Ledger.from_state(arrays, meta).tick(now + 20_000)
-    # The journal's record check (engine/kernels/records.py), which recovery runs on every record.
+    # What recovery runs: the journal's record check (engine/kernels/records.py) on every record,
+    # and the group replay of plain Reserve / Commit / Release entries (engine/replay.py), whose
+    # kernel would otherwise be compiled (seconds) inside the first recovery with a journal.
     assert check_records(encode_record(1, b"w")) == 1
+    replay(
+        Ledger.from_state(arrays, meta),
+        [
+            Batch(now + 1, (Reserve("p1", (Line("s", "w1", 1),), 1_000),)),
+            Batch(now + 2, (Commit("p1"),)),
+            Batch(now + 3, (Reserve("p2", (Line("s", "w1", 1),), 1_000),)),
+            Batch(now + 4, (Release("p2"),)),
+        ],
+    )
 
 
 # --- building and binding --------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -41,6 +42,7 @@ from server.durability import StartupError
 from tests.redis_server import RedisServer, redis_server_fixture  # noqa: F401
 from tests.server_process import ServerProcess
 
+ROOT = Path(__file__).resolve().parents[1]
 NODES = [f"n{i}" for i in range(4)]
 SKUS = [f"s{i}" for i in range(12)]
 
@@ -181,6 +183,58 @@ async def test_torn_tail_is_cut(tmp_path: Path) -> None:
     await again.sequencer.submit(Commit("whatever"))  # appends continue at the next seq
     assert again.sequencer.journal_seq == len(entries)
     await again.stop()
+
+
+# Run in a fresh process: `warm_up` as `App.start` runs it, then `recover`, which must not load or
+# compile any kernel (a kernel first met there costs seconds of compiling, or its cache load,
+# inside the restart that recovery time is measured by).
+_KERNELS_AFTER_WARM_UP = """
+import json, sys
+import numba.core.registry
+from server.app import warm_up
+from server.config import ServerConfig
+from server.durability import recover
+
+def kernels():
+    out = {}
+    for name, module in list(sys.modules.items()):
+        if name.startswith(("engine", "server")):
+            for attr, value in list(vars(module).items()):
+                if isinstance(value, numba.core.registry.CPUDispatcher):
+                    out[f"{name}.{attr}"] = len(value.overloads)
+    return out
+
+warm_up()
+before = kernels()
+recovered = recover(ServerConfig(data_dir=sys.argv[1]))
+after = kernels()
+print(json.dumps({"replayed": recovered.replayed_entries,
+                  "new": sorted(k for k in after if after[k] != before.get(k, 0))}))
+"""
+
+
+async def test_warm_up_loads_every_kernel_recovery_runs(tmp_path: Path) -> None:
+    config = _config(tmp_path / "data", snapshot_journal_entries=1_000_000)
+    app = App(config)
+    await app.start()
+    await _seed(app)
+    # One-command entries of plain Reserve / Commit / Release: replayed in groups by their own
+    # kernel (engine/replay.py); the rest through `apply_batch`.
+    for i in range(4):
+        await app.sequencer.submit(Reserve(f"w{i}", (Line(SKUS[i], NODES[0], 1),), 60_000))
+    await app.sequencer.submit(Commit("w0"))
+    await app.sequencer.submit(Release("w1"))
+    await _drive(app, seed=5, rounds=5)
+    await _crash(app)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _KERNELS_AFTER_WARM_UP, config.data_dir,
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=600)
+    assert proc.returncode == 0, err.decode()[-3000:]
+    found = json.loads(out.decode().splitlines()[-1])
+    assert found["replayed"] == app.sequencer.journal_seq > 8
+    assert found["new"] == []
 
 
 async def test_snapshot_ahead_of_journal_refuses(tmp_path: Path) -> None:
