@@ -1809,6 +1809,20 @@ class Ledger:
         atp.availability_at_nodes(self._st, sku_ids, node_ids, statuses, qty)
         return statuses, qty
 
+    def availability_one(self, sku_id: int, node_id: int, out: np.ndarray) -> int:
+        """`availability_ids` of one query: its status, and its quantities in out[0] (int64[1, 7]).
+
+        For one query per call: the kernel takes the state's arrays and two ints, which numba
+        types in C, where the `State` handle costs a typing round trip through Python per call
+        (engine/kernels/atp.py, `availability_one_at_node`)."""
+        a = self._a
+        return int(
+            atp.availability_one_at_node(
+                a["qty"], a["node_i64"], a["sku_known"], a["table"], a["pos_key"],
+                sku_id, node_id, out,
+            )
+        )  # fmt: skip
+
     def availability_group_ids(
         self, sku_ids: np.ndarray, group_ids: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:

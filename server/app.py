@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -314,6 +315,7 @@ def warm_up() -> None:
     ledger.apply(now, (Reserve("r5", (Line("s", "w1", 1),), 1_000), Reserve("r6", (), 1_000)))
     ledger.apply(now, (Commit("r5"), Commit("zz")))
     ledger.availability([("s", "w1", None), ("s", None, "g"), ("s", None, None), ("x", "q", None)])
+    ledger.availability_one(ledger.sku_id("s"), ledger.node_id("w1"), np.zeros((1, 7), np.int64))
     # Sourcing: a plain plan, a nearby lookup, and source-and-reserve inside a batch.
     ledger.find_nearby(1.0, 2.0, 500.0, [("s", 1)])
     ledger.source_order([("s", 1)], lat=1.0, lon=2.0)

@@ -627,3 +627,35 @@ def test_line_and_heap_compaction_keep_every_reservation_intact() -> None:
     assert ledger.tick(T0 + 4_003) == []
     assert ledger.tick(T0 + 4_004) == ["h"]  # the last extension (2_000 + 65_999 % 5) wins
     assert ledger.tick(T0 + 10**7) == ["first"]
+
+
+def test_one_query_read_answers_as_the_columnar_read() -> None:
+    """`Ledger.availability_one` (the one-query kernel on the state's arrays) gives each query the
+    status and quantities `availability_ids` gives it: known positions, SKUs known elsewhere,
+    unknown and out-of-range ids, a disabled node, and buckets other than on-hand."""
+    import numpy as np
+
+    ledger = ledger_with({("s1", "A"): 10, ("s2", "B"): 4, ("s3", "C"): 7}, nodes=("A", "B", "C"))
+    ledger.apply(T0, [Reserve("r1", (Line("s1", "A", 3),), 60_000)])
+    ledger.apply(T0, [SetSafetyStock("ss", (Setting("s2", "B", 1),))])
+    ledger.apply(T0, [Move("mv", (MoveLine("s1", "A", 2, MoveKind.TO_UNAVAILABLE),))])
+    ledger.upsert_nodes([NodeSpec("C", enabled=False)], T0)
+    skus = [ledger.sku_id(s) for s in ("s1", "s2", "s3", "nope")] + [-1, 1 << 40]
+    nodes = [ledger.node_id(n) for n in ("A", "B", "C", "nope")] + [-1, 1 << 40]
+    pairs = [(s, n) for s in skus for n in nodes]
+    statuses, qty = ledger.availability_ids(
+        np.array([p[0] for p in pairs], np.int64), np.array([p[1] for p in pairs], np.int64)
+    )
+    out = np.full((1, 7), -9, np.int64)
+    seen = set()
+    for k, (s, n) in enumerate(pairs):
+        status = ledger.availability_one(s, n, out)
+        assert (status, out[0].tolist()) == (int(statuses[k]), qty[k].tolist()), (s, n)
+        seen.add(status)
+    assert qty[0].tolist() == [10, 3, 0, 0, 2, 0, 5]  # s1 at A: every bucket read
+    assert seen == {
+        LineStatus.OK,
+        LineStatus.UNKNOWN_SKU,
+        LineStatus.UNKNOWN_NODE,
+        LineStatus.NODE_DISABLED,
+    }

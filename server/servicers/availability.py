@@ -118,10 +118,11 @@ def columnar(app: Any, request: availability_pb2.GetAvailabilityColumnarRequest)
 class AvailabilityServicer(availability_pb2_grpc.AvailabilityServiceServicer):
     def __init__(self, app: Any) -> None:
         self.app = app
-        # The id columns of a one-query read, reused: reads run on the event loop, one at a
-        # time, and the kernels only read them.
+        # The id columns of a one-query read and the quantities row a read at a node writes,
+        # reused: reads run on the event loop, one at a time.
         self._sku_ids_1 = np.zeros(1, np.int64)
         self._scope_ids_1 = np.zeros(1, np.int64)
+        self._qty_1 = np.zeros((1, 7), np.int64)
 
     @unary
     async def GetAvailability(
@@ -182,14 +183,14 @@ class AvailabilityServicer(availability_pb2_grpc.AvailabilityServiceServicer):
         if promise_by_ms:
             check_qty(promise_by_ms, "queries[0].promise_by_ms", 1, SEQ_MAX)
         ledger = self.app.ledger
-        self._sku_ids_1[0] = ledger.sku_id(sku)
         if node_id:
-            self._scope_ids_1[0] = ledger.node_id(node_id)
-            statuses, qty = ledger.availability_ids(self._sku_ids_1, self._scope_ids_1)
+            qty = self._qty_1
+            status = ledger.availability_one(ledger.sku_id(sku), ledger.node_id(node_id), qty)
         else:
+            self._sku_ids_1[0] = ledger.sku_id(sku)
             self._scope_ids_1[0] = ledger.group_id(group_id) if group_id else _GROUP_NETWORK
             statuses, qty = ledger.availability_group_ids(self._sku_ids_1, self._scope_ids_1)
-        status = int(statuses[0])
+            status = int(statuses[0])
         row = qty[0].tolist() if status == _OK else [0] * 7
         response = availability_pb2.GetAvailabilityResponse()
         result = response.results.add()
