@@ -88,46 +88,6 @@ def _add_buckets(qty, slot, out, i):
     out[i, 5] += qty[slot, INBOUND]
 
 
-@njit(inline="always", cache=True)
-def _read_at_node(qty, node_i64, sku_known, table, pos_key, s, n, first, out_qty, i):
-    """One (sku, node) read into out_qty[i]; returns its status. `first` is the slot in the home
-    table entry of (s, n) (any value when an id is unknown)."""
-    status = OK
-    if not node_ok(node_i64, n):
-        status = UNKNOWN_NODE
-    elif not sku_ok(sku_known, s):
-        status = UNKNOWN_SKU
-    elif node_i64[n, N_ENABLED] == 0:
-        status = NODE_DISABLED
-    slot = EMPTY
-    if first != EMPTY and (status == OK or status == NODE_DISABLED):  # noqa: SIM109
-        slot = first if pos_key[first] == pack_key(s, n) else find_slot(table, pos_key, s, n)
-    if slot == EMPTY:
-        for c in range(out_qty.shape[1]):
-            out_qty[i, c] = 0
-        return status
-    # Into locals first: out_qty may alias qty as far as the compiler knows.
-    on_hand = qty[slot, ON_HAND]
-    reserved = qty[slot, RESERVED]
-    allocated = qty[slot, ALLOCATED]
-    safety = qty[slot, SAFETY]
-    unavailable = qty[slot, UNAVAILABLE]
-    inbound = qty[slot, INBOUND]
-    out_qty[i, 0] = on_hand
-    out_qty[i, 1] = reserved
-    out_qty[i, 2] = allocated
-    out_qty[i, 3] = safety
-    out_qty[i, 4] = unavailable
-    out_qty[i, 5] = inbound
-    available = 0
-    if status == OK:
-        available = max(0, on_hand - reserved - allocated - safety - unavailable)
-    out_qty[i, O_AVAILABLE] = available
-    for c in range(OUT_COLS, out_qty.shape[1]):
-        out_qty[i, c] = 0
-    return status
-
-
 @njit(cache=True)
 def availability_at_nodes(st, sku_ids, node_ids, out_status, out_qty):
     """One (sku, node) position per query.
@@ -165,33 +125,80 @@ def availability_at_nodes(st, sku_ids, node_ids, out_status, out_qty):
             if first != EMPTY:
                 prefetch(pos_key, first)
                 prefetch(qty, first)
-        out_status[i] = _read_at_node(
-            qty,
-            node_i64,
-            sku_known,
-            table,
-            pos_key,
-            sku_ids[i],
-            node_ids[i],
-            firsts[i & ring_mask],
-            out_qty,
-            i,
-        )
+        s = sku_ids[i]
+        n = node_ids[i]
+        status = OK
+        if not node_ok(node_i64, n):
+            status = UNKNOWN_NODE
+        elif not sku_ok(sku_known, s):
+            status = UNKNOWN_SKU
+        elif node_i64[n, N_ENABLED] == 0:
+            status = NODE_DISABLED
+        out_status[i] = status
+        slot = EMPTY
+        first = firsts[i & ring_mask]
+        if first != EMPTY and (status == OK or status == NODE_DISABLED):  # noqa: SIM109
+            slot = first if pos_key[first] == pack_key(s, n) else find_slot(table, pos_key, s, n)
+        if slot == EMPTY:
+            for c in range(out_qty.shape[1]):
+                out_qty[i, c] = 0
+            continue
+        # Into locals first: out_qty may alias qty as far as the compiler knows.
+        on_hand = qty[slot, ON_HAND]
+        reserved = qty[slot, RESERVED]
+        allocated = qty[slot, ALLOCATED]
+        safety = qty[slot, SAFETY]
+        unavailable = qty[slot, UNAVAILABLE]
+        inbound = qty[slot, INBOUND]
+        out_qty[i, 0] = on_hand
+        out_qty[i, 1] = reserved
+        out_qty[i, 2] = allocated
+        out_qty[i, 3] = safety
+        out_qty[i, 4] = unavailable
+        out_qty[i, 5] = inbound
+        available = 0
+        if status == OK:
+            available = max(0, on_hand - reserved - allocated - safety - unavailable)
+        out_qty[i, O_AVAILABLE] = available
+        for c in range(OUT_COLS, out_qty.shape[1]):
+            out_qty[i, c] = 0
 
 
 @njit(cache=True)
 def availability_one_at_node(qty, node_i64, sku_known, table, pos_key, sku_id, node_id, out_qty):
-    """`availability_at_nodes` of one query, into out_qty[0]; returns its status.
+    """One query of `availability_at_nodes`, answered into out_qty[0]; returns its status.
 
     For a caller answering one query per call (a storefront's GetAvailability): the arguments
     are the state's arrays and two ints, which numba's dispatcher types in C. A `State`
-    argument is typed and unboxed through Python on every call (numba/numba#5839), which cost
-    ~10 µs a call once the caller's other work had evicted those paths from the CPU caches.
+    argument is typed and unboxed through Python on every call, which cost ~10 µs a call once
+    the caller's other work had evicted that path from the CPU caches (docs/architecture.md).
+    The body is the batch kernel's per-query step, written out: sharing it as an inlined helper
+    made the batch kernel 2x slower (`bench kernels`, availability_lookups_per_s).
     """
-    first = table[hash_key(pack_key(sku_id, node_id), table.shape[0] - 1)]
-    return _read_at_node(
-        qty, node_i64, sku_known, table, pos_key, sku_id, node_id, first, out_qty, 0
-    )
+    status = OK
+    if not node_ok(node_i64, node_id):
+        status = UNKNOWN_NODE
+    elif not sku_ok(sku_known, sku_id):
+        status = UNKNOWN_SKU
+    elif node_i64[node_id, N_ENABLED] == 0:
+        status = NODE_DISABLED
+    slot = EMPTY
+    if status == OK or status == NODE_DISABLED:  # noqa: SIM109
+        slot = find_slot(table, pos_key, sku_id, node_id)
+    if slot == EMPTY:
+        for c in range(out_qty.shape[1]):
+            out_qty[0, c] = 0
+        return status
+    for c in range(OUT_COLS - 1):  # the buckets, in the wire's order (as _add_buckets)
+        out_qty[0, c] = 0
+    _add_buckets(qty, slot, out_qty, 0)
+    available = 0
+    if status == OK:
+        available = max(0, atp_raw(qty, slot))
+    out_qty[0, O_AVAILABLE] = available
+    for c in range(OUT_COLS, out_qty.shape[1]):
+        out_qty[0, c] = 0
+    return status
 
 
 @njit(cache=True)
