@@ -442,3 +442,42 @@ async def test_postgres_synchronous_commit_per_session(
                 assert row == ("on" if synchronous_commit else "off",)
     finally:
         await peer.close()
+
+
+async def test_one_query_availability_through_the_front() -> None:
+    # GetAvailability of one query takes the servicer's one-query path (`ledger.availability_one`);
+    # over a peer it must answer as the columnar read does, from the peer's read.
+    import grpc
+
+    from bench.peers.front import start_front
+    from omnistock.v1 import availability_pb2, availability_pb2_grpc
+
+    stock = {("A", "N1"): 4, ("A", "N2"): 0}
+    server, port = await start_front(None, lambda sku, nodes: [stock.get((sku, n)) for n in nodes])
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = availability_pb2_grpc.AvailabilityServiceStub(channel)
+            queries = [("A", "N1"), ("A", "N2"), ("B", "N1")]
+            one = [
+                await stub.GetAvailability(
+                    availability_pb2.GetAvailabilityRequest(
+                        queries=[availability_pb2.AvailabilityQuery(sku=sku, node_id=node)]
+                    ),
+                    timeout=10,
+                )
+                for sku, node in queries
+            ]
+            many = await stub.GetAvailability(
+                availability_pb2.GetAvailabilityRequest(
+                    queries=[
+                        availability_pb2.AvailabilityQuery(sku=s, node_id=n) for s, n in queries
+                    ],
+                ),
+                timeout=10,
+            )
+    finally:
+        await server.stop(None)
+    assert [r.results[0] for r in one] == list(many.results)
+    assert [(r.status, r.quantities.available) for r in many.results] == [
+        (LineStatus.OK, 4), (LineStatus.OK, 0), (LineStatus.UNKNOWN_SKU, 0)
+    ]  # fmt: skip

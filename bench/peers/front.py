@@ -7,10 +7,11 @@
   or sourcing); `journal_seq` is 0. A `ReserveColumns` (what `ReserveBatch` and
   `StreamReserve` send) is ONE `backend.reserve_columns` call (or `reserve_many` of its
   `to_reserves()`): one round trip to the peer; so is a `submit_many` of reserves only.
-- `app.ledger` answers the reads the AvailabilityService makes (`sku_id`, `node_id`,
-  `availability_ids`) by asking the backend *synchronously* (a blocking redis-py / psycopg
-  connection): `read_columns` in the servicer is synchronous, so a peer read holds the event loop
-  for one round trip — the cost of putting these designs behind a Python front that reads them.
+- `app.ledger` answers the reads the AvailabilityService makes (`sku_id(s)`, `node_id(s)`,
+  `availability_ids`, `availability_one`) by asking the backend *synchronously* (a blocking
+  redis-py / psycopg connection): the servicer's reads are synchronous, so a peer read holds the
+  event loop for one round trip — the cost of putting these designs behind a Python front that
+  reads them.
   Node- or group-less queries, sourcing and reservation reads are not served.
 
 `python -m bench.peers.front --backend redis-lua --url redis://127.0.0.1:P/0 --port-file F`
@@ -67,6 +68,12 @@ class PeerLedger:
         self.sku_id = _Names()
         self.node_id = _Names()
 
+    def sku_ids(self, skus: Sequence[str]) -> np.ndarray:
+        return np.fromiter(map(self.sku_id, skus), np.int64, len(skus))
+
+    def node_ids(self, node_ids: Sequence[str]) -> np.ndarray:
+        return np.fromiter(map(self.node_id, node_ids), np.int64, len(node_ids))
+
     def availability_ids(self, sku_ids: np.ndarray, node_ids: np.ndarray) -> tuple[Any, Any]:
         n = int(sku_ids.shape[0])
         statuses = np.full(n, int(LineStatus.UNKNOWN_SKU), np.int8)
@@ -83,6 +90,14 @@ class PeerLedger:
                     statuses[i] = int(LineStatus.OK)
                     qty[i, 0] = qty[i, _AVAILABLE] = v
         return statuses, qty
+
+    def availability_one(self, sku_id: int, node_id: int, out: np.ndarray) -> int:
+        """`availability_ids` of one query (the servicer's one-query path): its status, and its
+        quantities in out[0]."""
+        one = np.array([sku_id], np.int64), np.array([node_id], np.int64)
+        statuses, qty = self.availability_ids(*one)
+        out[0] = qty[0]
+        return int(statuses[0])
 
     def availability_group_ids(self, sku_ids: np.ndarray, groups: np.ndarray) -> tuple[Any, Any]:
         raise EngineError(UNSERVED)
