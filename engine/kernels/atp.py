@@ -79,6 +79,18 @@ def group_ok(grp_i64, group_id):
 
 
 @njit(inline="always", cache=True)
+def position_status(node_i64, sku_known, sku_id, node_id):
+    """A (sku, node) read's status, in the precedence order: node, then SKU, then enabled."""
+    if not node_ok(node_i64, node_id):
+        return UNKNOWN_NODE
+    if not sku_ok(sku_known, sku_id):
+        return UNKNOWN_SKU
+    if node_i64[node_id, N_ENABLED] == 0:
+        return NODE_DISABLED
+    return OK
+
+
+@njit(inline="always", cache=True)
 def _add_buckets(qty, slot, out, i):
     out[i, 0] += qty[slot, ON_HAND]
     out[i, 1] += qty[slot, RESERVED]
@@ -127,13 +139,7 @@ def availability_at_nodes(st, sku_ids, node_ids, out_status, out_qty):
                 prefetch(qty, first)
         s = sku_ids[i]
         n = node_ids[i]
-        status = OK
-        if not node_ok(node_i64, n):
-            status = UNKNOWN_NODE
-        elif not sku_ok(sku_known, s):
-            status = UNKNOWN_SKU
-        elif node_i64[n, N_ENABLED] == 0:
-            status = NODE_DISABLED
+        status = position_status(node_i64, sku_known, s, n)
         out_status[i] = status
         slot = EMPTY
         first = firsts[i & ring_mask]
@@ -175,13 +181,7 @@ def availability_one_at_node(qty, node_i64, sku_known, table, pos_key, sku_id, n
     The body is the batch kernel's per-query step, written out: sharing it as an inlined helper
     made the batch kernel 2x slower (`bench kernels`, availability_lookups_per_s).
     """
-    status = OK
-    if not node_ok(node_i64, node_id):
-        status = UNKNOWN_NODE
-    elif not sku_ok(sku_known, sku_id):
-        status = UNKNOWN_SKU
-    elif node_i64[node_id, N_ENABLED] == 0:
-        status = NODE_DISABLED
+    status = position_status(node_i64, sku_known, sku_id, node_id)
     slot = EMPTY
     if status == OK or status == NODE_DISABLED:  # noqa: SIM109
         slot = find_slot(table, pos_key, sku_id, node_id)
