@@ -40,15 +40,25 @@ from typing import Any
 from bench.common import Figure, finish
 
 RECOVERY_S_TARGET = 5.0
+RESTART_TIMEOUT_S = 600.0  # one restart (cold numba cache included) of the default 10M positions
+ROOT = Path(__file__).resolve().parents[1]
 NOW0_MS = 1_700_000_000_000
 
 
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--quick", action="store_true", help="40,000 positions, 2,000 entries")
+    p.add_argument("--quick", action="store_true",
+                   help="40,000 positions, 2,000 entries, at most 2 restarts")  # fmt: skip
     p.add_argument("--skus", type=int, default=100_000)
     p.add_argument("--nodes", type=int, default=100)
     p.add_argument("--entries", type=int, default=1_000_000, help="journal entries")
-    p.add_argument("--restarts", type=int, default=3,
+    p.add_argument("--restarts", type=_at_least_one, default=3,
                    help="fresh-process restarts timed (recovery_s is their median)")  # fmt: skip
     p.add_argument("--dir", default="", help="work directory (default: a temporary one)")
 
@@ -99,16 +109,17 @@ def restart(data: Path) -> dict[str, Any]:
 
 def restarts(data: Path, count: int) -> list[dict[str, Any]]:
     """`count` restarts, each `restart` in a fresh process (same interpreter, CPU affinity and
-    environment as this one)."""
+    environment as this one, run from the repository root)."""
     out = []
-    for _ in range(max(1, count)):
+    for _ in range(count):
         proc = subprocess.run(
             [sys.executable, "-m", "bench.recovery", "--restart", str(data)],
-            capture_output=True, text=True, timeout=600,
+            cwd=ROOT, capture_output=True, text=True, timeout=RESTART_TIMEOUT_S,
         )  # fmt: skip
-        if proc.returncode != 0:
+        lines = proc.stdout.strip().splitlines()
+        if proc.returncode != 0 or not lines:
             raise RuntimeError(f"restart failed ({proc.returncode}): {proc.stderr[-2000:]}")
-        out.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        out.append(json.loads(lines[-1]))
     return out
 
 

@@ -12,7 +12,7 @@
   redis-py / psycopg connection): the servicer's reads are synchronous, so a peer read holds the
   event loop for one round trip — the cost of putting these designs behind a Python front that
   reads them.
-  Node- or group-less queries, sourcing and reservation reads are not served.
+  Node- or group-less queries, `promise_by_ms`, sourcing and reservation reads are not served.
 
 `python -m bench.peers.front --backend redis-lua --url redis://127.0.0.1:P/0 --port-file F`
 (or `--backend postgres --conninfo "…" [--durability sync|async|none]`) serves on a free loopback
@@ -100,6 +100,9 @@ class PeerLedger:
         return int(statuses[0])
 
     def availability_group_ids(self, sku_ids: np.ndarray, groups: np.ndarray) -> tuple[Any, Any]:
+        raise EngineError(UNSERVED)
+
+    def available_by_date(self, *args: Any) -> int:  # a query's promise_by_ms
         raise EngineError(UNSERVED)
 
     def group_id(self, name: str) -> int:

@@ -175,11 +175,11 @@ def availability_one_at_node(qty, node_i64, sku_known, table, pos_key, sku_id, n
     """One query of `availability_at_nodes`, answered into out_qty[0]; returns its status.
 
     For a caller answering one query per call (a storefront's GetAvailability): the arguments
-    are the state's arrays and two ints, which numba's dispatcher types in C. A `State`
-    argument is typed and unboxed through Python on every call, which cost ~10 µs a call once
-    the caller's other work had evicted that path from the CPU caches (docs/architecture.md).
-    The body is the batch kernel's per-query step, written out: sharing it as an inlined helper
-    made the batch kernel 2x slower (`bench kernels`, availability_lookups_per_s).
+    are arrays and two ints, which numba's dispatcher types in C. A `State` argument is typed
+    and unboxed through Python on every call, which cost ~9 µs more a call once the caller's
+    other work had evicted that path from the CPU caches (docs/architecture.md). The body is
+    the batch kernel's per-query step, written out: sharing all of it as an inlined helper
+    halved the batch kernel's rate (`bench kernels`, availability_lookups_per_s).
     """
     status = position_status(node_i64, sku_known, sku_id, node_id)
     slot = EMPTY
