@@ -182,22 +182,15 @@ def availability_one_at_node(qty, node_i64, sku_known, table, pos_key, sku_id, n
     halved the batch kernel's rate (`bench kernels`, availability_lookups_per_s).
     """
     status = position_status(node_i64, sku_known, sku_id, node_id)
-    slot = EMPTY
-    if status == OK or status == NODE_DISABLED:  # noqa: SIM109
-        slot = find_slot(table, pos_key, sku_id, node_id)
-    if slot == EMPTY:
-        for c in range(out_qty.shape[1]):
-            out_qty[0, c] = 0
+    for c in range(out_qty.shape[1]):
+        out_qty[0, c] = 0
+    if status != OK and status != NODE_DISABLED:  # noqa: SIM109
         return status
-    for c in range(OUT_COLS - 1):  # the buckets, in the wire's order (as _add_buckets)
-        out_qty[0, c] = 0
-    _add_buckets(qty, slot, out_qty, 0)
-    available = 0
-    if status == OK:
-        available = max(0, atp_raw(qty, slot))
-    out_qty[0, O_AVAILABLE] = available
-    for c in range(OUT_COLS, out_qty.shape[1]):
-        out_qty[0, c] = 0
+    slot = find_slot(table, pos_key, sku_id, node_id)
+    if slot != EMPTY:
+        _add_buckets(qty, slot, out_qty, 0)  # the buckets, in the wire's order
+        if status == OK:
+            out_qty[0, O_AVAILABLE] = max(0, atp_raw(qty, slot))
     return status
 
 
