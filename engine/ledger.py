@@ -67,6 +67,7 @@ from engine.commands import (
     UpsertNodes,
 )
 from engine.errors import Code, EngineError, Rejection, id_conflict
+from engine.ids import IdTable
 from engine.kernels import atp, index, reserve, supply
 from engine.state import (
     ADOPTABLE_FILL,
@@ -357,14 +358,6 @@ def _ids_plain(column: list[str]) -> bool:
     return bool(lengths.min() >= 1 and lengths.max() <= _ID_CHARS_PLAIN_MAX)
 
 
-def _untake(res_ids: dict[str, int], rids: list[str], rs: list[int], got: list[int]) -> None:
-    """Undo `setdefault(rid, r)` for each id it inserted (a known or repeated id answered an
-    index other than the one offered, and was not inserted)."""
-    for rid, r, was in zip(rids, rs, got, strict=True):
-        if was == r:
-            del res_ids[rid]
-
-
 def _intern_column(ids: dict[str, int], column: Sequence[str]) -> np.ndarray:
     """Interned ids of a name column (EMPTY for an unknown name), as int64[n]."""
     try:
@@ -415,8 +408,8 @@ class Ledger:
         self._node_names: list[str] = []
         self._groups = _Names()
         self._group_specs: list[GroupSpec | None] = []
-        self._res_ids: dict[str, int] = {}
         self._res_names: list[str | None] = []
+        self._res_ids = IdTable(self._res_names)  # reservation id -> index; names[index] is the id
         # A reservation's content is `_encode(Reserve(...))`; one made by a ReserveColumns keeps
         # the command until its bytes are first needed (`_content`), with its item index and first
         # line in `_res_item[r]` (an array: no Python object per reservation for the GC to scan).
@@ -541,6 +534,7 @@ class Ledger:
         if holds:
             self._ensure(res=len(self._res_names) + holds, lines=holds * lines_per_hold, heap=holds)
             self._fit_res_item(len(self._res_names) + holds)
+            self._res_ids.reserve(holds)
 
     # --- batches ---------------------------------------------------------------------------
 
@@ -899,36 +893,31 @@ class Ledger:
         """Give every id of `rids` a new reservation index, as `_new_res_index` would one by one,
         if none of them is known and none repeats; else change nothing and return None.
 
-        One probe of the id table per id (`setdefault` inserts or answers the known index): a
-        known or repeated id answers an index other than the one offered, and the offer is undone.
+        The id table checks and takes the whole column in two kernel calls (`IdTable.take_new`);
+        a known or repeated id leaves it unchanged, and the caller goes id by id.
         """
         m = len(rids)
         names = self._res_names
         contents = self._res_content
         free = self._res_free
         names_before = len(names)
-        res_ids = self._res_ids
         if not free:  # all new indexes at the end: the lists grow once the ids are taken
-            rs = list(range(names_before, names_before + m))
-            got = list(map(res_ids.setdefault, rids, rs))
-            if got != rs:
-                _untake(res_ids, rids, rs, got)
+            rs = np.arange(names_before, names_before + m, dtype=np.int64)
+            if not self._res_ids.take_new(rids, rs):
                 return None
             names.extend(rids)
             contents.extend(repeat(cmd, m))
-            return rs
+            return rs.tolist()
         free_taken = min(len(free), m)
-        rs = self._new_res_indexes(m)
-        got = list(map(res_ids.setdefault, rids, rs))
-        if got != rs:
-            _untake(res_ids, rids, rs, got)
+        rs_list = self._new_res_indexes(m)
+        if not self._res_ids.take_new(rids, np.array(rs_list, np.int64)):
             del names[names_before:], contents[names_before:]
-            free.extend(reversed(rs[:free_taken]))
+            free.extend(reversed(rs_list[:free_taken]))
             return None
-        for r, rid in zip(rs, rids, strict=True):
+        for r, rid in zip(rs_list, rids, strict=True):
             names[r] = rid
             contents[r] = cmd
-        return rs
+        return rs_list
 
     def _new_res_indexes(self, count: int) -> list[int]:
         """`count` calls of `_new_res_index`, in bulk (the same indexes in the same order)."""
@@ -1765,7 +1754,7 @@ class Ledger:
     def _compact_lines(self) -> None:
         """Move the lines of remembered reservations to the front of the arena, in order."""
         res = self._a["res"]
-        live = np.array(sorted(self._res_ids.values()), np.int64)
+        live = np.sort(self._res_ids.values())
         if live.size:
             live = live[np.argsort(res[live, R_LINE_START], kind="stable")]
         starts = res[live, R_LINE_START]
@@ -2177,7 +2166,7 @@ class Ledger:
         ledger._group_specs = list(meta.group_specs)
         ledger._res_names = list(meta.res_names)
         ledger._res_content = list(meta.res_content)
-        ledger._res_ids = {name: r for r, name in enumerate(meta.res_names) if name is not None}
+        ledger._res_ids = IdTable(ledger._res_names)
         ledger._res_free = list(meta.res_free)
         ledger._final = deque(tuple(x) for x in meta.final)  # type: ignore[misc]
         ledger._requests = {k: (v[0], v[1]) for k, v in meta.requests.items()}
