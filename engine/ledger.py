@@ -11,7 +11,6 @@ go to one kernel call, so numba's dispatch is paid per run of commands, not per 
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import repeat
 from typing import Any
@@ -67,7 +66,7 @@ from engine.commands import (
     UpsertNodes,
 )
 from engine.errors import Code, EngineError, Rejection, id_conflict
-from engine.ids import IdTable
+from engine.ids import FinalIds, IdTable
 from engine.kernels import atp, index, reserve, supply
 from engine.state import (
     ADOPTABLE_FILL,
@@ -417,7 +416,7 @@ class Ledger:
         self._res_item = np.zeros((0, 2), np.int64)
         self._res_free: list[int] = []
         # Ids with a final outcome, oldest first: (final_at_ms, kind, id); kind r/q/t.
-        self._final: deque[tuple[int, str, str]] = deque()
+        self._final = FinalIds()
         self._requests: dict[str, tuple[bytes, bytes]] = {}
         self._transfers: dict[str, _Transfer] = {}
         # IN_TRANSIT transfers by sku, to_node_id, transfer_id: the inbound that availability by
@@ -587,13 +586,11 @@ class Ledger:
         if self._ctr.item(C_HEAP_LEN) == 0 or self._a["heap"].item(0) > now:
             return []
         count = reserve.expire(self._st, now)
-        expired = []
-        for r in self._a["expired_out"][:count].tolist():
-            name = self._res_names[r]
-            assert name is not None
-            expired.append(name)
-            self._final.append((now, "r", name))
-        return expired
+        names = self._res_names
+        expired = [names[r] for r in self._a["expired_out"][:count].tolist()]
+        assert None not in expired
+        self._final.append_run(now, "r", expired.copy())  # type: ignore[arg-type]
+        return expired  # type: ignore[return-value]
 
     # --- reservations ----------------------------------------------------------------------
 
@@ -875,7 +872,7 @@ class Ledger:
             states = self._a["res"][rs, R_STATE]
             rejected = fresh[states == _REJECTED].tolist()
             if rejected:
-                self._final.extend(zip(repeat(now), repeat("r"), [rids[k] for k in rejected]))
+                self._final.append_run(now, "r", [rids[k] for k in rejected])
         self._events.touch_columns(item_r)
         return self._reserve_columns_result(item_r, replayed, counts, starts, rejections)
 
@@ -1729,7 +1726,7 @@ class Ledger:
         """Forget final ids past the idempotency window or beyond the remembered maximum."""
         final = self._final
         cutoff = now - self._ids_window_ms
-        while final and (final[0][0] <= cutoff or len(final) > self._ids_remembered_max):
+        while final and (final.first_ms() <= cutoff or len(final) > self._ids_remembered_max):
             _, kind, key = final.popleft()
             if kind == "r":
                 r = self._res_ids.pop(key)
@@ -2168,7 +2165,7 @@ class Ledger:
         ledger._res_content = list(meta.res_content)
         ledger._res_ids = IdTable(ledger._res_names)
         ledger._res_free = list(meta.res_free)
-        ledger._final = deque(tuple(x) for x in meta.final)  # type: ignore[misc]
+        ledger._final = FinalIds((x[0], x[1], x[2]) for x in meta.final)
         ledger._requests = {k: (v[0], v[1]) for k, v in meta.requests.items()}
         ledger._transfers = dict(meta.transfers)
         for transfer_id, t in ledger._transfers.items():

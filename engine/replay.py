@@ -247,7 +247,7 @@ class _Group:
         self._finals_room = ledger._ids_remembered_max - len(final) - self._held0
         # ... and the clock at which the window could pass the oldest remembered id (any final
         # outcome added in the group is at least as late as the clock now).
-        front_ms = final[0][0] if final else self.clock
+        front_ms = final.first_ms() if final else self.clock
         self.clock_limit = front_ms + ledger._ids_window_ms
         # Only reachable when the state did not come from `apply` (see the module docstring);
         # then the first entry's `_compact` must run before the second entry.

@@ -1,4 +1,4 @@
-"""`engine.ids.IdTable` against a dict, step by step.
+"""`engine.ids.IdTable` against a dict and `engine.ids.FinalIds` against a deque, step by step.
 
 A hypothesis state machine adds, takes in bulk, looks up and removes ids on an IdTable and on a
 plain dict (the reference), and after every step checks that both hold the same entries. It runs
@@ -9,14 +9,16 @@ hashes of different keys must still be told apart.
 
 from __future__ import annotations
 
+from collections import deque
+
 import numpy as np
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from engine import ids
-from engine.ids import IdTable
+from engine.ids import FinalIds, IdTable
 from tests.nojit import pytest_without_jit
 
 KEYS = [f"r{i}" for i in range(40)]
@@ -140,3 +142,48 @@ def test_kernels_without_jit() -> None:
     """The same checks with the kernels run as Python (coverage sees their lines)."""
     out = pytest_without_jit(f"{__file__}::test_rebuilt_from_names_and_grown")
     assert "1 passed" in out
+
+
+class FinalIdsMachine(RuleBasedStateMachine):
+    """FinalIds is a deque of (ms, kind, id) to its users, runs or not."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.final = FinalIds()
+        self.model: deque[tuple[int, str, str]] = deque()
+        self.now = 0
+
+    @rule(kind=st.sampled_from("rqt"), key=keys_st, later=st.integers(0, 2))
+    def append(self, kind: str, key: str, later: int) -> None:
+        self.now += later
+        self.final.append((self.now, kind, key))
+        self.model.append((self.now, kind, key))
+
+    @rule(keys=st.lists(keys_st, max_size=5), later=st.integers(0, 2))
+    def append_run(self, keys: list[str], later: int) -> None:
+        self.now += later
+        self.final.append_run(self.now, "r", list(keys))
+        self.model.extend((self.now, "r", k) for k in keys)
+
+    @rule(keys=st.lists(keys_st, max_size=3))
+    def extend(self, keys: list[str]) -> None:
+        self.final.extend((self.now, "q", k) for k in keys)
+        self.model.extend((self.now, "q", k) for k in keys)
+
+    @precondition(lambda self: self.model)
+    @rule(count=st.integers(1, 4))
+    def popleft(self, count: int) -> None:
+        for _ in range(min(count, len(self.model))):
+            assert self.final.first_ms() == self.model[0][0]
+            assert self.final.popleft() == self.model.popleft()
+
+    @invariant()
+    def same(self) -> None:
+        assert len(self.final) == len(self.model)
+        assert bool(self.final) == bool(self.model)
+        assert list(self.final) == list(self.model)
+        assert list(FinalIds(self.final)) == list(self.model)  # what a snapshot restores
+
+
+TestFinalIds = FinalIdsMachine.TestCase
+TestFinalIds.settings = settings(max_examples=100, stateful_step_count=40, deadline=None)
