@@ -99,17 +99,41 @@ class IdTable:
             i = (i + 1) & mask
 
     def get(self, key: str, default: int | None = None) -> int | None:
-        # `_find` written out: this is the replay's and every one-id command's lookup.
+        # `_find` written out (with VACANT as `< 0`): the replay's and every one-id command's
+        # lookup, which a dict answered in ~0.1 µs.
         h = _hash(key)
         hv, vv, mask = self._hv, self._vv, self._mask
         i = h & mask
         while True:
             v = vv[i]
-            if v == _VACANT:
+            if v < 0:
                 return default
             if hv[i] == h and self._keys[v] == key:
                 return v
             i = (i + 1) & mask
+
+    def setdefault(self, key: str, value: int) -> int:
+        """The value of `key`; if it has none, `value`, which it then gets (one probe: the
+        replay's lookup-or-insert of every new reservation id)."""
+        h = _hash(key)
+        hv, vv, mask = self._hv, self._vv, self._mask
+        i = h & mask
+        while True:
+            v = vv[i]
+            if v < 0:
+                break
+            if hv[i] == h and self._keys[v] == key:
+                return v
+            i = (i + 1) & mask
+        if value < 0:
+            raise ValueError("IdTable values are >= 0")
+        if 2 * self._count + 2 > mask + 1:
+            self.reserve(1)
+            return self.setdefault(key, value)
+        hv[i] = h
+        vv[i] = value
+        self._count += 1
+        return value
 
     def __contains__(self, key: object) -> bool:
         return type(key) is str and self._find(key) >= 0
@@ -123,15 +147,8 @@ class IdTable:
     def __setitem__(self, key: str, value: int) -> None:
         if value < 0:
             raise ValueError("IdTable values are >= 0")
-        i = self._find(key)
-        if i < 0:
-            if 2 * (self._count + 1) > self._slots.shape[0]:
-                self.reserve(1)
-                i = self._find(key)
-            i = -1 - i
-            self._hv[i] = _hash(key)
-            self._count += 1
-        self._vv[i] = value
+        if self.setdefault(key, value) != value:
+            self._vv[self._find(key)] = value
 
     def pop(self, key: str) -> int:
         """Remove `key` and return its value (KeyError if absent)."""

@@ -82,7 +82,7 @@ def replay(
     # here with the group's state in locals: attribute and method lookups were most of an entry's
     # time. Every other entry goes through `_Group.add`, the reference for what this loop does.
     res_ids_get = ledger._res_ids.get
-    res_ids = ledger._res_ids
+    res_ids_setdefault = ledger._res_ids.setdefault
     res_names = ledger._res_names
     res_content = ledger._res_content
     res_free = ledger._res_free
@@ -165,20 +165,20 @@ def replay(
                             clock = now_ms
                             mark = clock << _SHIFT | _MARK
                         stream_append(mark)
-                        r = res_ids_get(rid)
-                        if r is not None:  # a replay or an id conflict: nothing changes
+                        # The index a new id would get, taken only if the id is new.
+                        r_new = res_free[-1] if res_free else len(res_names)
+                        r = res_ids_setdefault(rid, r_new)
+                        if r != r_new:  # a replay or an id conflict: nothing changes
                             stream_append(r << _SHIFT | op_touch)
                         else:
                             content = _encode(cmd)
                             if res_free:
-                                r = res_free.pop()
+                                res_free.pop()
                                 res_names[r] = rid
                                 res_content[r] = content
                             else:
-                                r = len(res_names)
                                 res_names.append(rid)
                                 res_content.append(content)
-                            res_ids[rid] = r
                             g = -1
                             if gid:
                                 g = groups_get(gid, _GROUP_UNKNOWN)

@@ -40,6 +40,7 @@ from engine.commands import (
     NodeSpec,
     Release,
     Reserve,
+    ReserveColumns,
     SetBackorderLimit,
     SetOnHand,
     SetSafetyStock,
@@ -51,6 +52,7 @@ from engine.commands import (
     UpsertGroups,
     UpsertNodes,
 )
+from engine.ids import IdTable
 from engine.ledger import Ledger
 from engine.persistence import RedisSnapshotStore
 from engine.persistence.journal import check_records, encode_record
@@ -314,6 +316,10 @@ def warm_up() -> None:
     # Runs of one kind go to one kernel call; warm those paths too.
     ledger.apply(now, (Reserve("r5", (Line("s", "w1", 1),), 1_000), Reserve("r6", (), 1_000)))
     ledger.apply(now, (Commit("r5"), Commit("zz")))
+    # A ReserveColumns takes its ids in bulk (engine/ids.py); a growing id table rehashes.
+    columns = ReserveColumns.build(["c1", "c2"], [1, 1], ["s", "s"], ["w1", "w1"], [1, 1], 1_000)
+    ledger.apply(now, (columns,))
+    IdTable([]).reserve(4_096)
     ledger.availability([("s", "w1", None), ("s", None, "g"), ("s", None, None), ("x", "q", None)])
     ledger.availability_one(ledger.sku_id("s"), ledger.node_id("w1"), np.zeros((1, 7), np.int64))
     # Sourcing: a plain plan, a nearby lookup, and source-and-reserve inside a batch.

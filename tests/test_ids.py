@@ -61,6 +61,23 @@ class IdTableMachine(RuleBasedStateMachine):
         self.names[v] = key
         self.model[key] = v
 
+    @rule(key=keys_st)
+    def setdefault(self, key: str) -> None:
+        free_before = list(self.free)
+        v = self.free[-1] if self.free else len(self.names)
+        got = self.table.setdefault(key, v)
+        if key in self.model:
+            assert got == self.model[key]
+        else:
+            assert got == v
+            if self.free:
+                self.free.pop()
+                self.names[v] = key
+            else:
+                self.names.append(key)
+            self.model[key] = v
+        assert self.free == free_before or key not in free_before
+
     @rule(batch=st.lists(keys_st, max_size=12))
     def take_new(self, batch: list[str]) -> None:
         base = len(self.names)
