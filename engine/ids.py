@@ -50,10 +50,11 @@ class IdTable:
 
     __slots__ = ("_keys", "_slots", "_hv", "_vv", "_mask", "_count")
 
-    def __init__(self, keys: list[str | None], capacity: int = 0) -> None:
+    def __init__(self, keys: list[str | None]) -> None:
+        """A table of every `keys[value]` that is not None (as `from_state` rebuilds it)."""
         self._keys = keys
         self._count = 0
-        self._set_slots(aligned_full((_slots_for(capacity), 2), _VACANT, np.int64))
+        self._set_slots(aligned_full((_SLOTS_MIN, 2), _VACANT, np.int64))
         present = [k for k in keys if k is not None]
         if present:
             values = np.array([v for v, k in enumerate(keys) if k is not None], np.int64)

@@ -587,10 +587,10 @@ class Ledger:
             return []
         count = reserve.expire(self._st, now)
         names = self._res_names
-        expired = [names[r] for r in self._a["expired_out"][:count].tolist()]
-        assert None not in expired
-        self._final.append_run(now, "r", expired.copy())  # type: ignore[arg-type]
-        return expired  # type: ignore[return-value]
+        expired = [name for r in self._a["expired_out"][:count].tolist() if (name := names[r])]
+        assert len(expired) == count  # a held reservation has its id
+        self._final.append_run(now, "r", expired.copy())  # the caller gets `expired` itself
+        return expired
 
     # --- reservations ----------------------------------------------------------------------
 
