@@ -34,25 +34,20 @@ def none_present(slots, hashes):
         for i in range(1, m):
             if ordered[i] == ordered[i - 1]:
                 return False
-    mask = slots.shape[0] - 1
-    for i in range(min(PROBE_AHEAD, m)):
-        prefetch(slots, hashes[i] & mask)
-    for i in range(m):
-        if i + PROBE_AHEAD < m:
-            prefetch(slots, hashes[i + PROBE_AHEAD] & mask)
-        h = hashes[i]
-        j = h & mask
-        while slots[j, V] != VACANT:
-            if slots[j, H] == h:
-                return False
-            j = (j + 1) & mask
-    return True
+    return _probe_all(slots, hashes, hashes, False)
 
 
 @njit(cache=True)
 def put_all(slots, hashes, values):
     """Put each (hashes[i], values[i]) in the first vacant slot of its probe run (the caller
     checked that none is present and that the table stays at most half full)."""
+    _probe_all(slots, hashes, values, True)
+
+
+@njit(inline="always", cache=True)
+def _probe_all(slots, hashes, values, put):
+    """Probe each hash's run to its first vacant slot: with `put`, fill it with (hash, value);
+    without, return False at the first slot holding an equal hash. True otherwise."""
     mask = slots.shape[0] - 1
     m = hashes.shape[0]
     for i in range(min(PROBE_AHEAD, m)):
@@ -63,9 +58,13 @@ def put_all(slots, hashes, values):
         h = hashes[i]
         j = h & mask
         while slots[j, V] != VACANT:
+            if not put and slots[j, H] == h:
+                return False
             j = (j + 1) & mask
-        slots[j, H] = h
-        slots[j, V] = values[i]
+        if put:
+            slots[j, H] = h
+            slots[j, V] = values[i]
+    return True
 
 
 @njit(cache=True)
