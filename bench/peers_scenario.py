@@ -2,10 +2,12 @@
 behind the same gRPC front (same servicers, proto, options), in one run; plus redis-direct.
 
 Every system serves on CPU 0 (`taskset -c 0`: the omnistock server; the peer front and its
-private redis-server; PostgreSQL is the machine's shared server at 127.0.0.1:5432 on a fresh
-database created and dropped by the run, which cannot be pinned), the open-loop Python workers
-run on CPU 1. All systems get the same workload (`--skus` × ~66 nodes) and the same request
-bytes:
+private redis-server or private PostgreSQL cluster, `bench/peers/private_pg.py`), the open-loop
+Python workers run on CPU 1. `--postgres shared` uses the machine's PostgreSQL instead
+(`OMNISTOCK_BENCH_PG`, default 127.0.0.1:5432, on a fresh database created and dropped by the
+run): it cannot be pinned, so it also runs on the load generator's core (the peers' figures
+until 2 Dec 2026 were taken that way). All systems get the same workload (`--skus` × ~66
+nodes) and the same request bytes:
 
 - `mix`: 80 % GetAvailability, 15 % Reserve, 3.5 % Commit, 1.5 % Release (the peak-sale mix
   without FindNearby, which the peers cannot answer), stepped ×1.5 from `--rate-start` until the
@@ -95,6 +97,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-reserves-max", type=int, default=1_000_000,
                    help="pre-encoded reservations (fresh ids; bounds memory)")  # fmt: skip
     p.add_argument("--no-batched", action="store_true")
+    p.add_argument("--postgres", choices=("private", "shared"), default="private",
+                   help="private: a throwaway cluster pinned to the server core (initdb; the "
+                        "default); shared: the machine's server (OMNISTOCK_BENCH_PG), on every "
+                        "core")  # fmt: skip
     p.add_argument("--holds-capacity", type=int, default=2_000_000,
                    help="omnistock's --holds-capacity: reservation arrays and id table sized at "
                         "start for this many holds, as for a planned sale (the run makes at most "
@@ -132,13 +138,23 @@ def _stepper(target: str, net: Any, series: str, args: argparse.Namespace, syste
 class _Front:
     """A peer front process (and what it needs), as a context manager yielding the target."""
 
-    def __init__(self, system: str, net: Any, tmp: Path, durability: str) -> None:
+    def __init__(self, system: str, net: Any, tmp: Path, durability: str, postgres: str) -> None:
         self.system, self.net, self.tmp, self.durability = system, net, tmp, durability
+        self.postgres = postgres
         self.redis: Any = None
+        self.pg: Any = None  # PrivatePostgres
+        self.pg_admin = PG_ADMIN
         self.db = ""
         self.server: ServerRun | None = None
 
     def __enter__(self) -> str:
+        try:
+            return self._start()
+        except BaseException:
+            self.__exit__()  # what did start (a private redis-server or cluster) is stopped
+            raise
+
+    def _start(self) -> str:
         from bench.workload import peer_positions
 
         argv = [sys.executable, "-m", "bench.peers.front", "--backend", self.system]
@@ -154,10 +170,15 @@ class _Front:
 
             from bench.peers.postgres import PostgresBackend
 
+            if self.postgres == "private":
+                from bench.peers.private_pg import PrivatePostgres
+
+                self.pg = PrivatePostgres(SERVER_CPU)
+                self.pg_admin = self.pg.admin
             self.db = f"omnistock_bench_{os.getpid()}_{int(time.time())}"
-            with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as admin:
+            with psycopg.connect(self.pg_admin, autocommit=True, connect_timeout=5) as admin:
                 admin.execute(f'CREATE DATABASE "{self.db}"')
-            conninfo = f"{PG_ADMIN.replace('dbname=postgres', '')} dbname={self.db}"
+            conninfo = f"{self.pg_admin.replace('dbname=postgres', '')} dbname={self.db}"
             backend = PostgresBackend(conninfo, pool_size=8)
             argv += ["--conninfo", conninfo, "--durability", self.durability]
 
@@ -182,10 +203,12 @@ class _Front:
             self.server.stop()
         if self.redis is not None:
             self.redis.close()
-        if self.db:
+        if self.pg is not None:
+            self.pg.close()  # the whole cluster goes
+        elif self.db:
             import psycopg
 
-            with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as admin:
+            with psycopg.connect(self.pg_admin, autocommit=True, connect_timeout=5) as admin:
                 admin.execute(f'DROP DATABASE IF EXISTS "{self.db}" WITH (FORCE)')
 
 
@@ -255,7 +278,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, An
             ctx: Any = (
                 ServerRun.omnistock(data, args.durability, holds_capacity=args.holds_capacity)
                 if system == "omnistock"
-                else _Front(system, net, tmp, args.durability)
+                else _Front(system, net, tmp, args.durability, args.postgres)
             )
             with ctx as handle:
                 target = handle.target if isinstance(handle, ServerRun) else handle
@@ -396,6 +419,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, An
         "positions": net.positions_count,
         "systems": systems,
         "durability": args.durability,
+        "postgres": args.postgres,
         "batched": batched,
     }
     payload = finish("peers", figures, args.json, None, extra=extra, argv=argv)

@@ -481,3 +481,33 @@ async def test_one_query_availability_through_the_front() -> None:
     assert [(r.status, r.quantities.available) for r in many.results] == [
         (LineStatus.OK, 4), (LineStatus.OK, 0), (LineStatus.UNKNOWN_SKU, 0)
     ]  # fmt: skip
+
+
+def test_private_postgres_is_pinned_and_goes_away() -> None:
+    """`peers` runs PostgreSQL on the server core only: every process of the private cluster
+    (postmaster, its workers and a client's backend) may run on CPU 0 alone, and `close()`
+    stops them all and deletes the cluster."""
+    import subprocess
+
+    from bench.peers.private_pg import PrivatePostgres, pg_bindir
+
+    if pg_bindir() is None:
+        pytest.skip("no PostgreSQL server binaries (initdb, postgres)")
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs two CPUs to tell pinned from not")
+    pg = PrivatePostgres(0)
+    try:
+        with psycopg.connect(pg.admin) as conn:
+            backend_pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+            assert conn.execute("SHOW fsync").fetchone()[0] == "on"
+            pids = pg.pids()
+            assert backend_pid in pids and len(pids) >= 3
+            assert {p: os.sched_getaffinity(p) for p in pids} == {p: {0} for p in pids}
+        directory = pg.dir
+    finally:
+        pg.close()
+    assert not directory.exists()
+    assert pg.proc is not None and pg.proc.poll() is not None
+    alive = subprocess.run(["ps", "-o", "pid=", "-p", ",".join(map(str, pids))],
+                           capture_output=True, text=True, check=False).stdout.split()  # fmt: skip
+    assert alive == []
