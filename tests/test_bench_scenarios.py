@@ -70,6 +70,29 @@ def test_sweep_quick(tmp_path: Path) -> None:
     assert data["durability"] == "sync" and data["positions"] > 0
 
 
+def test_sweep_ratio_rounds_alternate(tmp_path: Path) -> None:
+    """With h2load, GetAvailability and the empty handler are measured in alternating rounds and
+    the ratio is the median of the rounds' ratios, its rates the medians of the rounds'."""
+    from bench.loadgen import find_h2load
+
+    if find_h2load() is None:
+        pytest.skip("h2load is not installed (bench/README.md, 'Getting h2load')")
+    data = _run(tmp_path, "sweep", "--series", "availability", "--ratio-rounds", "3")
+    rounds = data["h2load"]["rounds"]
+    assert [r["first"] for r in rounds] == ["get_availability", "floor", "get_availability"]
+    for r in rounds:
+        avail, floor = r["get_availability"], r["floor"]
+        assert avail["succeeded"] > 0 and floor["succeeded"] > 0
+        assert r["ratio"] == pytest.approx(avail["rate_per_s"] / floor["rate_per_s"])
+    assert _figure(data, "get_availability_vs_floor") == pytest.approx(
+        statistics.median(r["ratio"] for r in rounds)
+    )
+    assert _figure(data, "floor_saturation_per_s") == pytest.approx(
+        statistics.median(r["floor"]["rate_per_s"] for r in rounds)
+    )
+    assert data["targets"]["get_availability_vs_floor"]["op"] == ">="
+
+
 def test_batch_quick(tmp_path: Path) -> None:
     data = _run(tmp_path, "batch")
     assert _figure(data, "availability_lines_per_s") > 0
