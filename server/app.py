@@ -69,6 +69,7 @@ from server.durability import (
 from server.events import EventHub
 from server.metrics import Metrics
 from server.sequencer import NotReady, Sequencer
+from server.wire import encode_one_result, result_buffer
 
 __all__ = ["App", "ConfigError", "VERSION", "create_server", "serve", "warm_up"]
 
@@ -321,7 +322,9 @@ def warm_up() -> None:
     ledger.apply(now, (columns,))
     IdTable([]).reserve(4_096)
     ledger.availability([("s", "w1", None), ("s", None, "g"), ("s", None, None), ("x", "q", None)])
-    ledger.availability_one(ledger.sku_id("s"), ledger.node_id("w1"), np.zeros((1, 7), np.int64))
+    qty = np.zeros((1, 7), np.int64)
+    status = ledger.availability_one(ledger.sku_id("s"), ledger.node_id("w1"), qty)
+    encode_one_result(b"\n\x01s", status, qty, result_buffer())  # its answer's bytes
     # Sourcing: a plain plan, a nearby lookup, and source-and-reserve inside a batch.
     ledger.find_nearby(1.0, 2.0, 500.0, [("s", 1)])
     ledger.source_order([("s", 1)], lat=1.0, lon=2.0)

@@ -34,6 +34,7 @@ import grpc
 from server.auth import PUBLIC, Tokens, TokensFileError, bearer_token, method_roles
 from server.convert import status_of
 from server.metrics import RpcSeries
+from server.wire import pass_bytes
 
 __all__ = ["RpcHandlers", "build_handlers"]
 
@@ -201,6 +202,10 @@ def build_handlers(config: Any, metrics: Any) -> RpcHandlers:
 
 
 def _wrap(handler: grpc.RpcMethodHandler, series: RpcSeries) -> grpc.RpcMethodHandler:
+    behavior = handler.unary_unary or handler.unary_stream
+    if getattr(behavior, "pre_encoded", False) and handler.response_serializer is not None:
+        # Its answers may be wire bytes already (server/wire.py).
+        handler = handler._replace(response_serializer=pass_bytes(handler.response_serializer))
     if handler.unary_unary is not None:
         return handler._replace(unary_unary=_observed(handler.unary_unary, series))
     if handler.unary_stream is not None:

@@ -234,6 +234,30 @@ async def test_get_availability_by_node_group_and_network(stubs: Stubs) -> None:
     assert results[2].quantities.on_hand == 15 and results[2].quantities.available == 15
     for r in results[3:]:
         assert r.quantities == types_pb2.Quantities()
+    # Asked alone, each query takes the one-query path, whose answer is written as wire bytes
+    # (server/wire.py), or built as a message when it asks for available_by_date: the same
+    # answers, byte for byte.
+    for query, result in [*zip(queries, results, strict=True), _by_date(queries[0], results[0])]:
+        alone = await stubs.availability.GetAvailability(
+            availability_pb2.GetAvailabilityRequest(queries=[query])
+        )
+        expected = availability_pb2.GetAvailabilityResponse(results=[result])
+        assert alone.SerializeToString() == expected.SerializeToString()
+
+
+def _by_date(
+    query: availability_pb2.AvailabilityQuery, result: availability_pb2.AvailabilityResult
+) -> tuple[availability_pb2.AvailabilityQuery, availability_pb2.AvailabilityResult]:
+    """The query also asking for available_by_date, and its answer (nothing in transit: the
+    read's `available`)."""
+    dated = availability_pb2.AvailabilityQuery()
+    dated.CopyFrom(query)
+    dated.promise_by_ms = 2**40
+    answer = availability_pb2.AvailabilityResult()
+    answer.CopyFrom(result)
+    answer.query.CopyFrom(dated)
+    answer.available_by_date = result.quantities.available
+    return dated, answer
 
 
 @pytest.mark.parametrize(

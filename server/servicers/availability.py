@@ -2,7 +2,8 @@
 
 Reads run on the event loop between batches, so each answer sees every batch applied before it.
 Columnar requests become numpy id arrays (one dict lookup per line to intern the strings) and go
-to the availability kernels in one call; a one-query GetAvailability skips the column set-up.
+to the availability kernels in one call; a one-query GetAvailability skips the column set-up and
+writes its answer's bytes directly (server/wire.py).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from server.convert import (
     streaming,
     unary,
 )
+from server.wire import QUERY_BYTES_MAX, encode_one_result, pre_encoded, result_buffer
 
 __all__ = ["AvailabilityServicer", "journal_seq"]
 
@@ -123,11 +125,13 @@ class AvailabilityServicer(availability_pb2_grpc.AvailabilityServiceServicer):
         self._sku_ids_1 = np.zeros(1, np.int64)
         self._scope_ids_1 = np.zeros(1, np.int64)
         self._qty_1 = np.zeros((1, 7), np.int64)
+        self._wire_buf = result_buffer()
 
+    @pre_encoded
     @unary
     async def GetAvailability(
         self, request: availability_pb2.GetAvailabilityRequest, context: grpc.aio.ServicerContext
-    ) -> availability_pb2.GetAvailabilityResponse:
+    ) -> availability_pb2.GetAvailabilityResponse | bytes:
         queries = request.queries
         if len(queries) == 1:
             return self._one(queries[0])
@@ -171,7 +175,8 @@ class AvailabilityServicer(availability_pb2_grpc.AvailabilityServiceServicer):
     def _one(self, query: availability_pb2.AvailabilityQuery) -> Any:
         """GetAvailability of one query (the storefront's usual call): the same checks, answers
         and errors as the columnar path, without building numpy columns per call, which cost
-        more than the rest of the call."""
+        more than the rest of the call. The answer is wire bytes (server/wire.py), or a message
+        when the query asks for `available_by_date` or is too long to echo that way."""
         sku = query.sku
         check_id(sku, "queries[0].sku")
         scope = query.WhichOneof("scope")
@@ -191,6 +196,11 @@ class AvailabilityServicer(availability_pb2_grpc.AvailabilityServiceServicer):
             self._scope_ids_1[0] = ledger.group_id(group_id) if group_id else _GROUP_NETWORK
             statuses, qty = ledger.availability_group_ids(self._sku_ids_1, self._scope_ids_1)
             status = int(statuses[0])
+        if not promise_by_ms:
+            echo = query.SerializeToString()
+            if len(echo) <= QUERY_BYTES_MAX:
+                buf = self._wire_buf
+                return buf[: encode_one_result(echo, status, qty, buf)].tobytes()
         row = qty[0].tolist() if status == _OK else [0] * 7
         response = availability_pb2.GetAvailabilityResponse()
         result = response.results.add()

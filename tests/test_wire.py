@@ -1,0 +1,102 @@
+"""server/wire.py writes exactly the bytes the protobuf runtime writes for the same answer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from engine.codes import LineStatus
+from omnistock.v1 import availability_pb2
+from server.wire import QUERY_BYTES_MAX, encode_one_result, pass_bytes, pre_encoded, result_buffer
+from tests.nojit import pytest_without_jit
+
+I64 = st.integers(-(2**63), 2**63 - 1)
+# Mostly small stock figures, sometimes any int64 (a negative one is a 10-byte varint).
+QTY = st.one_of(st.integers(0, 200), st.integers(-5, 5), st.integers(127, 20_000), I64)
+ID = st.text(min_size=1, max_size=40) | st.text(alphabet="x", min_size=100, max_size=128)
+
+
+@st.composite
+def queries(draw: st.DrawFn) -> availability_pb2.AvailabilityQuery:
+    query = availability_pb2.AvailabilityQuery(sku=draw(ID))
+    scope = draw(st.sampled_from(["node_id", "group_id", None]))
+    if scope is not None:
+        setattr(query, scope, draw(ID))
+    if draw(st.booleans()):
+        query.promise_by_ms = draw(st.integers(0, 2**62))
+    return query
+
+
+def runtime_bytes(query: availability_pb2.AvailabilityQuery, status: int, row: list[int]) -> bytes:
+    """The answer as the message path builds it (server/servicers/availability.py, `_one`)."""
+    response = availability_pb2.GetAvailabilityResponse()
+    result = response.results.add()
+    result.query.CopyFrom(query)
+    result.status = status  # type: ignore[assignment]
+    q = result.quantities
+    (q.on_hand, q.reserved, q.allocated, q.safety_stock, q.unavailable, q.inbound,
+     q.available) = row if status == LineStatus.OK else [0] * 7  # fmt: skip
+    return response.SerializeToString()
+
+
+@given(
+    query=queries(),
+    status=st.sampled_from([int(s) for s in LineStatus]),
+    row=st.lists(QTY, min_size=7, max_size=7),
+)
+def test_same_bytes_as_the_runtime(
+    query: availability_pb2.AvailabilityQuery, status: int, row: list[int]
+) -> None:
+    buf = result_buffer()
+    qty = np.array([row], np.int64)
+    n = encode_one_result(query.SerializeToString(), status, qty, buf)
+    got = buf[:n].tobytes()
+    assert got == runtime_bytes(query, status, row)
+    parsed = availability_pb2.GetAvailabilityResponse.FromString(got)
+    assert parsed.results[0].query == query
+    assert parsed.results[0].HasField("quantities")
+
+
+def test_the_longest_query_fits_the_buffer() -> None:
+    """A query of the longest ids with every field set, and one of QUERY_BYTES_MAX bytes."""
+    long_id = "é" * 64  # 128 bytes
+    query = availability_pb2.AvailabilityQuery(sku=long_id, group_id=long_id, promise_by_ms=2**62)
+    row = [-1] * 7
+    buf = result_buffer()
+    n = encode_one_result(query.SerializeToString(), int(LineStatus.OK), np.array([row]), buf)
+    assert buf[:n].tobytes() == runtime_bytes(query, int(LineStatus.OK), row)
+    # QUERY_BYTES_MAX bytes: a query with an unknown field (15, length-delimited), kept by the
+    # runtime and echoed by both paths.
+    sku = availability_pb2.AvailabilityQuery(sku="a").SerializeToString()
+    size = QUERY_BYTES_MAX - len(sku) - 3  # tag (1 byte) and a 2-byte length
+    echo = sku + bytes([0x7A, 0x80 | (size & 0x7F), size >> 7]) + b"u" * size
+    assert len(echo) == QUERY_BYTES_MAX
+    query = availability_pb2.AvailabilityQuery.FromString(echo)
+    assert query.SerializeToString() == echo
+    n = encode_one_result(echo, int(LineStatus.OK), np.array([row]), buf)
+    assert buf[:n].tobytes() == runtime_bytes(query, int(LineStatus.OK), row)
+
+
+def test_pass_bytes_and_pre_encoded() -> None:
+    serialize = availability_pb2.GetAvailabilityResponse.SerializeToString
+    message = availability_pb2.GetAvailabilityResponse(
+        results=[availability_pb2.AvailabilityResult(status=LineStatus.OK)]
+    )
+    serializer = pass_bytes(serialize)
+    assert serializer(b"\x0a\x00") == b"\x0a\x00"
+    assert serializer(message) == message.SerializeToString()
+    with pytest.raises(TypeError):
+        serializer(bytearray(b"\x0a\x00"))  # only bytes pass through
+
+    @pre_encoded
+    async def method() -> None: ...
+
+    assert method.pre_encoded is True  # type: ignore[attr-defined]
+
+
+def test_kernels_without_jit() -> None:
+    """The same checks with the encoder run as Python (coverage sees its lines)."""
+    out = pytest_without_jit(f"{__file__}::test_same_bytes_as_the_runtime")
+    assert "1 passed" in out
