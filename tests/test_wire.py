@@ -1,4 +1,6 @@
-"""server/wire.py writes exactly the bytes the protobuf runtime writes for the same answer."""
+"""Answers built the fast way are byte for byte what the plain way builds: server/wire.py's
+one-query availability answer, and `reservation_pb` (server/convert.py) writing a reservation
+field by field into its response instead of from keyword arguments."""
 
 from __future__ import annotations
 
@@ -7,8 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.codes import LineStatus
-from omnistock.v1 import availability_pb2
+from engine.codes import LineStatus, ReservationState
+from engine.commands import Line, ReservationView, ReservedLine
+from omnistock.v1 import availability_pb2, reservation_pb2, types_pb2
+from server.convert import reservation_pb
 from server.wire import QUERY_BYTES_MAX, encode_one_result, pass_bytes, pre_encoded, result_buffer
 from tests.nojit import pytest_without_jit
 
@@ -100,3 +104,54 @@ def test_kernels_without_jit() -> None:
     """The same checks with the encoder run as Python (coverage sees its lines)."""
     out = pytest_without_jit(f"{__file__}::test_same_bytes_as_the_runtime")
     assert "1 passed" in out
+
+
+def reservation_kwargs(view: ReservationView) -> reservation_pb2.Reservation:
+    """The reservation as `reservation_pb` built it until 2 Dec 2026 (keyword arguments)."""
+    return reservation_pb2.Reservation(
+        reservation_id=view.reservation_id,
+        state=int(view.state),
+        lines=[
+            reservation_pb2.ReservedLine(
+                line=types_pb2.Line(sku=rl.line.sku, node_id=rl.line.node_id, qty=rl.line.qty),
+                reserved_qty=rl.held_qty,
+                fulfilled_qty=rl.fulfilled_qty,
+                status=int(rl.status),
+            )
+            for rl in view.lines
+        ],
+        expires_at_ms=view.expires_at_ms,
+        created_at_ms=view.created_at_ms,
+        group_id=view.group_id,
+    )
+
+
+NAME = st.text(max_size=12)
+reserved_lines = st.builds(
+    ReservedLine,
+    st.builds(Line, NAME, NAME, QTY),
+    QTY,
+    QTY,
+    st.sampled_from(list(LineStatus)),
+    QTY,
+)
+views = st.builds(
+    ReservationView,
+    NAME,
+    st.sampled_from(list(ReservationState)),
+    st.lists(reserved_lines, max_size=4).map(tuple),
+    QTY,
+    QTY,
+    NAME,
+)
+
+
+@given(view=views, replayed=st.booleans())
+def test_reservation_written_into_its_response(view: ReservationView, replayed: bool) -> None:
+    expected = reservation_pb2.ReserveResponse(
+        reservation=reservation_kwargs(view), replayed=replayed
+    ).SerializeToString()
+    response = reservation_pb2.ReserveResponse(replayed=replayed)
+    assert reservation_pb(view, response.reservation) is response.reservation
+    assert response.SerializeToString() == expected
+    assert reservation_pb(view).SerializeToString() == reservation_kwargs(view).SerializeToString()

@@ -121,6 +121,13 @@ def _column_error(
     return None
 
 
+def _answer(response_type: Any, result: ReservationResult) -> Any:
+    """A unary reservation answer: `replayed` and the reservation, written into the response."""
+    response = response_type(replayed=result.replayed)
+    reservation_pb(result.reservation, response.reservation)
+    return response
+
+
 class ReservationServicer(reservation_pb2_grpc.ReservationServiceServicer):
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -139,27 +146,21 @@ class ReservationServicer(reservation_pb2_grpc.ReservationServiceServicer):
             request.reservation_id, lines, request.ttl_ms, request.allow_partial, request.group_id
         )
         result = await submit(self.app, context, command, reservation_id=request.reservation_id)
-        return reservation_pb2.ReserveResponse(
-            reservation=reservation_pb(result.reservation), replayed=result.replayed
-        )
+        return _answer(reservation_pb2.ReserveResponse, result)
 
     @unary
     async def Commit(
         self, request: reservation_pb2.CommitRequest, context: grpc.aio.ServicerContext
     ) -> reservation_pb2.CommitResponse:
         result = await self._transition(CommitCommand, request.reservation_id, context)
-        return reservation_pb2.CommitResponse(
-            reservation=reservation_pb(result.reservation), replayed=result.replayed
-        )
+        return _answer(reservation_pb2.CommitResponse, result)
 
     @unary
     async def Release(
         self, request: reservation_pb2.ReleaseRequest, context: grpc.aio.ServicerContext
     ) -> reservation_pb2.ReleaseResponse:
         result = await self._transition(ReleaseCommand, request.reservation_id, context)
-        return reservation_pb2.ReleaseResponse(
-            reservation=reservation_pb(result.reservation), replayed=result.replayed
-        )
+        return _answer(reservation_pb2.ReleaseResponse, result)
 
     async def _transition(
         self, kind: type[CommitCommand] | type[ReleaseCommand], reservation_id: str, context: Any
@@ -176,9 +177,7 @@ class ReservationServicer(reservation_pb2_grpc.ReservationServiceServicer):
         check_id(request.request_id, "request_id", required=False)
         command = ExtendCommand(request.reservation_id, request.ttl_ms)
         result = await submit(self.app, context, command, reservation_id=request.reservation_id)
-        return reservation_pb2.ExtendResponse(
-            reservation=reservation_pb(result.reservation), replayed=result.replayed
-        )
+        return _answer(reservation_pb2.ExtendResponse, result)
 
     @unary
     async def GetReservation(
@@ -189,7 +188,9 @@ class ReservationServicer(reservation_pb2_grpc.ReservationServiceServicer):
             view = self.app.ledger.get_reservation(request.reservation_id)
         except EngineError as exc:
             raise EdgeError(exc.rejection, {"reservation_id": request.reservation_id}) from None
-        return reservation_pb2.GetReservationResponse(reservation=reservation_pb(view))
+        response = reservation_pb2.GetReservationResponse()
+        reservation_pb(view, response.reservation)
+        return response
 
     @unary
     async def Fulfill(
@@ -208,9 +209,7 @@ class ReservationServicer(reservation_pb2_grpc.ReservationServiceServicer):
             reservation_id=request.reservation_id,
             request_id=request.request_id,
         )
-        return reservation_pb2.FulfillResponse(
-            reservation=reservation_pb(result.reservation), replayed=result.replayed
-        )
+        return _answer(reservation_pb2.FulfillResponse, result)
 
     # --- many reservations -----------------------------------------------------------------
 
