@@ -13,6 +13,7 @@ from engine.codes import LineStatus, ReservationState
 from engine.commands import Line, ReservationView, ReservedLine
 from omnistock.v1 import availability_pb2, reservation_pb2, types_pb2
 from server.convert import reservation_pb
+from server.servicers.availability import one_result_message
 from server.wire import QUERY_BYTES_MAX, encode_one_result, pass_bytes, pre_encoded, result_buffer
 from tests.nojit import pytest_without_jit
 
@@ -34,15 +35,9 @@ def queries(draw: st.DrawFn) -> availability_pb2.AvailabilityQuery:
 
 
 def runtime_bytes(query: availability_pb2.AvailabilityQuery, status: int, row: list[int]) -> bytes:
-    """The answer as the message path builds it (server/servicers/availability.py, `_one`)."""
-    response = availability_pb2.GetAvailabilityResponse()
-    result = response.results.add()
-    result.query.CopyFrom(query)
-    result.status = status  # type: ignore[assignment]
-    q = result.quantities
-    (q.on_hand, q.reserved, q.allocated, q.safety_stock, q.unavailable, q.inbound,
-     q.available) = row if status == LineStatus.OK else [0] * 7  # fmt: skip
-    return response.SerializeToString()
+    """The answer as the servicer's message path builds it."""
+    zeros_unless_ok = row if status == LineStatus.OK else [0] * 7
+    return one_result_message(query, status, zeros_unless_ok).SerializeToString()
 
 
 @given(

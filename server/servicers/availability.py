@@ -9,6 +9,7 @@ writes its answer's bytes directly (server/wire.py).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
@@ -33,7 +34,7 @@ from server.convert import (
 )
 from server.wire import QUERY_BYTES_MAX, encode_one_result, pre_encoded, result_buffer
 
-__all__ = ["AvailabilityServicer", "journal_seq"]
+__all__ = ["AvailabilityServicer", "journal_seq", "one_result_message"]
 
 _ZERO = (0, 0, 0, 0, 0, 0, 0)
 # Quantities columns as the kernels return them (the wire's order).
@@ -114,6 +115,22 @@ def columnar(app: Any, request: availability_pb2.GetAvailabilityColumnarRequest)
         response.safety_stock.extend(qty[:, _SAFETY].tolist())
         response.unavailable.extend(qty[:, _UNAVAILABLE].tolist())
         response.inbound.extend(qty[:, _INBOUND].tolist())
+    return response
+
+
+def one_result_message(
+    query: availability_pb2.AvailabilityQuery, status: int, row: Sequence[int]
+) -> availability_pb2.GetAvailabilityResponse:
+    """A one-query answer built as messages: the path of a query asking for `available_by_date`
+    (or too long to echo as bytes), and the answer server/wire.py's bytes must equal. `row` is
+    in the wire's Quantities order (zeros unless the status is OK)."""
+    response = availability_pb2.GetAvailabilityResponse()
+    result = response.results.add()
+    result.query.CopyFrom(query)
+    result.status = status  # type: ignore[assignment]
+    q = result.quantities
+    (q.on_hand, q.reserved, q.allocated, q.safety_stock, q.unavailable, q.inbound,
+     q.available) = row  # fmt: skip
     return response
 
 
@@ -202,15 +219,9 @@ class AvailabilityServicer(availability_pb2_grpc.AvailabilityServiceServicer):
                 buf = self._wire_buf
                 return buf[: encode_one_result(echo, status, qty, buf)].tobytes()
         row = qty[0].tolist() if status == _OK else [0] * 7
-        response = availability_pb2.GetAvailabilityResponse()
-        result = response.results.add()
-        result.query.CopyFrom(query)
-        result.status = status  # type: ignore[assignment]
-        q = result.quantities
-        (q.on_hand, q.reserved, q.allocated, q.safety_stock, q.unavailable, q.inbound,
-         q.available) = row  # fmt: skip
+        response = one_result_message(query, status, row)
         if promise_by_ms:
-            result.available_by_date = ledger.available_by_date(
+            response.results[0].available_by_date = ledger.available_by_date(
                 sku, node_id or None, group_id or None, promise_by_ms, status, row
             )
         return response
