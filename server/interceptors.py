@@ -6,6 +6,11 @@
 - Auth (only with a tokens file): UNAUTHENTICATED for a missing or unknown bearer token,
   PERMISSION_DENIED when the role may not call the method or the method is not in the table of
   `server.auth` (deny by default).
+- Request parsing: the handler is registered without its request deserializer and the wrapper
+  parses, so bytes that are not the method's request message answer INVALID_ARGUMENT
+  MALFORMED_MESSAGE (gRPC's own parse failure would answer UNKNOWN "Unexpected DecodeError").
+  A request stream is parsed message by message as the servicer reads it: the bad message
+  fails the stream like any refused message (`messages[i]`), after the ones before it.
 
 `RpcHandlers` collects what the generated `add_*_to_server` functions register (it stands in for
 the server), wraps every method handler once, and `install`s itself on the real server as its
@@ -31,8 +36,9 @@ from typing import Any, NoReturn
 
 import grpc
 
+from engine.errors import Code, Rejection
 from server.auth import PUBLIC, Tokens, TokensFileError, bearer_token, method_roles
-from server.convert import status_of
+from server.convert import EdgeError, abort_with, status_of
 from server.metrics import RpcSeries
 from server.wire import pass_bytes
 
@@ -206,17 +212,74 @@ def _wrap(handler: grpc.RpcMethodHandler, series: RpcSeries) -> grpc.RpcMethodHa
     if getattr(behavior, "pre_encoded", False) and handler.response_serializer is not None:
         # Its answers may be wire bytes already (server/wire.py).
         handler = handler._replace(response_serializer=pass_bytes(handler.response_serializer))
+    parse = handler.request_deserializer
+    if parse is not None:
+        handler = handler._replace(request_deserializer=None)
     if handler.unary_unary is not None:
-        return handler._replace(unary_unary=_observed(handler.unary_unary, series))
+        return handler._replace(unary_unary=_observed(handler.unary_unary, series, _one(parse)))
     if handler.unary_stream is not None:
-        return handler._replace(unary_stream=_observed(handler.unary_stream, series))
+        return handler._replace(unary_stream=_observed(handler.unary_stream, series, _one(parse)))
+    each = _each(parse)
     if handler.stream_unary is not None:
-        return handler._replace(stream_unary=_observed(handler.stream_unary, series))
-    return handler._replace(stream_stream=_observed(handler.stream_stream, series))
+        return handler._replace(stream_unary=_observed(handler.stream_unary, series, each))
+    return handler._replace(stream_stream=_observed(handler.stream_stream, series, each))
 
 
-def _observed(behavior: Any, series: RpcSeries) -> Any:
-    """The behavior, timed and counted. Keeps its shape: async generator or coroutine."""
+class MalformedMessage(EdgeError):
+    """Request bytes that do not parse as the method's request message (message `index` of a
+    request stream)."""
+
+    def __init__(self, parse: Any, exc: Exception, index: int | None = None) -> None:
+        kind = getattr(getattr(parse, "__self__", None), "DESCRIPTOR", None)
+        name = kind.full_name if kind is not None else "request message"
+        where = "the request is" if index is None else f"messages[{index}]:"
+        text = f"{where} not a valid {name} ({type(exc).__name__}: {exc})"
+        super().__init__(Rejection(Code.INVALID_ARGUMENT, "MALFORMED_MESSAGE", text))
+
+
+Prepare = Any  # async (request, context) -> request, or None
+
+
+def _one(parse: Any) -> Prepare:
+    """Parse a unary request; bytes that do not parse abort INVALID_ARGUMENT MALFORMED_MESSAGE."""
+    if parse is None:
+        return None
+
+    async def prepare(request: bytes, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return parse(request)
+        except Exception as exc:
+            malformed = MalformedMessage(parse, exc)
+        await abort_with(context, malformed.rejection)
+
+    return prepare
+
+
+def _each(parse: Any) -> Prepare:
+    """Parse each message of a request stream as the servicer reads it; one that does not parse
+    raises `MalformedMessage` there, so the servicer fails the stream as for a refused message."""
+    if parse is None:
+        return None
+
+    async def parsed(requests: Any) -> Any:
+        index = 0
+        async for raw in requests:
+            try:
+                message = parse(raw)
+            except Exception as exc:
+                raise MalformedMessage(parse, exc, index) from None
+            index += 1
+            yield message
+
+    async def prepare(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+        return parsed(requests)
+
+    return prepare
+
+
+def _observed(behavior: Any, series: RpcSeries, prepare: Prepare) -> Any:
+    """The behavior, timed and counted, its request made ready by `prepare` (`_one`, `_each`;
+    None: passed as is). Keeps its shape: async generator or coroutine."""
     clock = time.perf_counter
     if inspect.isasyncgenfunction(behavior):
 
@@ -228,9 +291,14 @@ def _observed(behavior: Any, series: RpcSeries) -> Any:
                 remaining = context.time_remaining()
                 if remaining is not None and remaining <= 0:
                     await _deadline_exceeded(context)
+                if prepare is not None:
+                    request = await prepare(request, context)
                 async for response in behavior(request, context):
                     yield response
                 code = _code_name(context, "OK")
+            except MalformedMessage as exc:  # a request stream's, not caught by the servicer
+                code = "INVALID_ARGUMENT"
+                await abort_with(context, exc.rejection, **exc.metadata)
             except BaseException as exc:
                 code = _failure_code(context, exc)
                 raise
@@ -247,9 +315,14 @@ def _observed(behavior: Any, series: RpcSeries) -> Any:
             remaining = context.time_remaining()
             if remaining is not None and remaining <= 0:
                 await _deadline_exceeded(context)
+            if prepare is not None:
+                request = await prepare(request, context)
             response = await behavior(request, context)
             code = _code_name(context, "OK")
             return response
+        except MalformedMessage as exc:  # a request stream's, not caught by the servicer
+            code = "INVALID_ARGUMENT"
+            await abort_with(context, exc.rejection, **exc.metadata)
         except BaseException as exc:
             code = _failure_code(context, exc)
             raise

@@ -1050,6 +1050,130 @@ async def test_stream_supply(stubs: Stubs) -> None:
     assert (await quantities(stubs, sku, node)).on_hand == 8  # message 0 was applied
 
 
+# --- malformed request bytes ------------------------------------------------------------------
+
+# Field 1 declared 5 bytes long, 2 sent: no message type parses it.
+TRUNCATED = b"\n\x05ab"
+
+
+def _methods(client_streaming: bool) -> list[str]:
+    """The path of every omnistock method whose request is (or is not) a stream."""
+    from omnistock.v1 import sourcing_pb2
+
+    return [
+        f"/{service.full_name}/{m.name}"
+        for module in (availability_pb2, reservation_pb2, supply_pb2, admin_pb2, sourcing_pb2)
+        for service in module.DESCRIPTOR.services_by_name.values()
+        for m in service.methods
+        if m.client_streaming == client_streaming
+    ]
+
+
+@pytest.mark.parametrize("path", _methods(client_streaming=False))
+async def test_malformed_request_is_invalid_argument(stubs: Stubs, path: str) -> None:
+    sku, node = uid("sku"), uid("node")
+    await stock(stubs, sku, node, 5)
+    before = await state(stubs, [(sku, node)])
+    if path.endswith("/WatchAvailability"):
+        call: Any = stubs.channel.unary_stream(path)(TRUNCATED)
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            async for _ in call:
+                pass
+        exc = raised.value
+        assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT, exc.details()
+        assert error_info(exc).reason == "MALFORMED_MESSAGE"
+    else:
+        info = await expect_error(
+            stubs.channel.unary_unary(path)(TRUNCATED),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "MALFORMED_MESSAGE",
+        )
+        assert "field" not in info.metadata
+    assert await state(stubs, [(sku, node)]) == before
+
+
+async def test_malformed_utf8_id_is_invalid_argument(stubs: Stubs) -> None:
+    # A GetAvailabilityRequest whose one query's sku is the bytes ff fe (not UTF-8).
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stubs.channel.unary_unary("/omnistock.v1.AvailabilityService/GetAvailability")(
+            b"\n\x04\n\x02\xff\xfe"
+        )
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_info(raised.value).reason == "MALFORMED_MESSAGE"
+    assert "omnistock.v1.GetAvailabilityRequest" in raised.value.details()
+
+
+async def test_malformed_stream_message_fails_the_stream_after_the_ones_before(
+    stubs: Stubs,
+) -> None:
+    assert sorted(_methods(client_streaming=True)) == [
+        "/omnistock.v1.AvailabilityService/StreamAvailability",
+        "/omnistock.v1.ReservationService/StreamReserve",
+        "/omnistock.v1.SupplyService/StreamSupply",
+    ]
+    sku, node = uid("sku"), uid("node")
+    await stock(stubs, sku, node, 5)
+    S = supply_pb2
+    good = S.SupplyMessage(adjust=_adjust(uid("adj"), (sku, node, 2, 1))).SerializeToString()
+
+    async def feed() -> AsyncIterator[bytes]:
+        yield good
+        yield TRUNCATED
+
+    supply = stubs.channel.stream_unary("/omnistock.v1.SupplyService/StreamSupply")
+    await expect_error(
+        supply(feed()), grpc.StatusCode.INVALID_ARGUMENT, "MALFORMED_MESSAGE", "messages[1]"
+    )
+    assert (await quantities(stubs, sku, node)).on_hand == 7  # message 0 was applied
+
+    hold = reservation_pb2.ReserveBatchRequest(
+        reservation_ids=[uid("r")], ttl_ms=TTL_MS, line_counts=[1], skus=[sku],
+        node_ids=[node], qtys=[3],
+    ).SerializeToString()  # fmt: skip
+    columnar = availability_pb2.GetAvailabilityColumnarRequest(
+        skus=[sku], node_ids=[node]
+    ).SerializeToString()
+    for path, first in (
+        ("/omnistock.v1.ReservationService/StreamReserve", hold),
+        ("/omnistock.v1.AvailabilityService/StreamAvailability", columnar),
+    ):
+
+        async def two(first: bytes = first) -> AsyncIterator[bytes]:
+            yield first
+            yield TRUNCATED
+
+        answers = []
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            async for answer in stubs.channel.stream_stream(path)(two()):
+                answers.append(answer)
+        exc = raised.value
+        assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT, (path, exc.details())
+        info = error_info(exc)
+        assert (info.reason, info.metadata["field"]) == ("MALFORMED_MESSAGE", "messages[1]")
+        assert len(answers) <= 1  # the first may be answered before the second is read
+    assert (await quantities(stubs, sku, node)).reserved == 3  # the hold of message 0 stands
+
+
+async def test_malformed_health_and_reflection_requests(stubs: Stubs) -> None:
+    # Not omnistock's servicers (no error decorator of ours): the wrapper answers for them.
+    await expect_error(
+        stubs.channel.unary_unary("/grpc.health.v1.Health/Check")(TRUNCATED),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "MALFORMED_MESSAGE",
+    )
+
+    async def one() -> AsyncIterator[bytes]:
+        yield TRUNCATED
+
+    reflection = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        async for _ in stubs.channel.stream_stream(reflection)(one()):
+            pass
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, raised.value.details()
+    info = error_info(raised.value)
+    assert (info.reason, info.metadata["field"]) == ("MALFORMED_MESSAGE", "messages[0]")
+
+
 # --- admin, overload, metrics ------------------------------------------------------------------
 
 

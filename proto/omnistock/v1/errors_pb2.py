@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19omnistock/v1/errors.proto\x12\x0comnistock.v1*\xfc\x03\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x45RROR_REASON_FIELD_INVALID\x10\x01\x12\x1f\n\x1b\x45RROR_REASON_TOO_MANY_LINES\x10\x02\x12\x1c\n\x18\x45RROR_REASON_ID_CONFLICT\x10\x03\x12&\n\"ERROR_REASON_RESERVATION_NOT_FOUND\x10\x04\x12\x1c\n\x18\x45RROR_REASON_WRONG_STATE\x10\x05\x12\x1c\n\x18\x45RROR_REASON_OVER_FULFIL\x10\x06\x12\"\n\x1e\x45RROR_REASON_READ_ONLY_REPLICA\x10\x07\x12\x1f\n\x1b\x45RROR_REASON_RESUME_TOO_OLD\x10\x08\x12$\n ERROR_REASON_SUBSCRIBER_TOO_SLOW\x10\t\x12\x1b\n\x17\x45RROR_REASON_OVERLOADED\x10\n\x12 \n\x1c\x45RROR_REASON_UNAUTHENTICATED\x10\x0b\x12\"\n\x1e\x45RROR_REASON_PERMISSION_DENIED\x10\x0c\x12\x1c\n\x18\x45RROR_REASON_NOT_SERVING\x10\r\x12 \n\x1c\x45RROR_REASON_SNAPSHOT_FAILED\x10\x0e\x42S\n\x0fio.omnistock.v1P\x01Z>github.com/omnistock/omnistock/gen/go/omnistock/v1;omnistockv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19omnistock/v1/errors.proto\x12\x0comnistock.v1*\xa0\x04\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x45RROR_REASON_FIELD_INVALID\x10\x01\x12\x1f\n\x1b\x45RROR_REASON_TOO_MANY_LINES\x10\x02\x12\x1c\n\x18\x45RROR_REASON_ID_CONFLICT\x10\x03\x12&\n\"ERROR_REASON_RESERVATION_NOT_FOUND\x10\x04\x12\x1c\n\x18\x45RROR_REASON_WRONG_STATE\x10\x05\x12\x1c\n\x18\x45RROR_REASON_OVER_FULFIL\x10\x06\x12\"\n\x1e\x45RROR_REASON_READ_ONLY_REPLICA\x10\x07\x12\x1f\n\x1b\x45RROR_REASON_RESUME_TOO_OLD\x10\x08\x12$\n ERROR_REASON_SUBSCRIBER_TOO_SLOW\x10\t\x12\x1b\n\x17\x45RROR_REASON_OVERLOADED\x10\n\x12 \n\x1c\x45RROR_REASON_UNAUTHENTICATED\x10\x0b\x12\"\n\x1e\x45RROR_REASON_PERMISSION_DENIED\x10\x0c\x12\x1c\n\x18\x45RROR_REASON_NOT_SERVING\x10\r\x12 \n\x1c\x45RROR_REASON_SNAPSHOT_FAILED\x10\x0e\x12\"\n\x1e\x45RROR_REASON_MALFORMED_MESSAGE\x10\x0f\x42S\n\x0fio.omnistock.v1P\x01Z>github.com/omnistock/omnistock/gen/go/omnistock/v1;omnistockv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,5 +33,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\017io.omnistock.v1P\001Z>github.com/omnistock/omnistock/gen/go/omnistock/v1;omnistockv1'
   _globals['_ERRORREASON']._serialized_start=44
-  _globals['_ERRORREASON']._serialized_end=552
+  _globals['_ERRORREASON']._serialized_end=588
 # @@protoc_insertion_point(module_scope)
