@@ -360,8 +360,12 @@ class Release(_Command, frozen=True):
 
 
 class Extend(_Command, frozen=True):
+    """A live hold now expires at `now + ttl_ms`. `request_id` makes it safe to retry: the
+    retry answers the reservation as it is (replayed) instead of moving the deadline again."""
+
     reservation_id: str
     ttl_ms: int
+    request_id: str = ""
 
 
 class Fulfil(_Command, frozen=True):

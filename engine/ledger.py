@@ -1143,14 +1143,29 @@ class Ledger:
             return [r]
         if not limits.TTL_MS_MIN <= cmd.ttl_ms <= limits.TTL_MS_MAX:
             return [_invalid("ttl_ms", f"must be in {limits.TTL_MS_MIN}..{limits.TTL_MS_MAX}")]
+        bad = _check_id(cmd.request_id, "request_id", required=False)
+        if bad is not None:
+            return [bad]
+        content = _encode(cmd)
+        if cmd.request_id:
+            seen = self._requests.get("e:" + cmd.request_id)
+            if seen is not None:
+                return [self._replay_on_reservation(r, cmd, content, seen)]
+        outcome = self._extend_apply(r, cmd, now)
+        if cmd.request_id:
+            stored = _encode(outcome) if isinstance(outcome, Rejection) else b""
+            self._remember_request("e:" + cmd.request_id, content, stored, now)
+        return [outcome]
+
+    def _extend_apply(self, r: int, cmd: Extend, now: int) -> Outcome:
         self._ensure(heap=1)
         codes = np.empty(1, np.int64)
         reserve.extend(
             self._st, np.array([r], np.int64), np.array([now + cmd.ttl_ms], np.int64), now, codes
         )
         if codes[0] != reserve.DONE:
-            return [self._wrong_state(r, "extended", "a live HELD hold")]
-        return [ReservationResult(self._view(r), False)]
+            return self._wrong_state(r, "extended", "a live HELD hold")
+        return ReservationResult(self._view(r), False)
 
     def _fulfil_one(self, cmds: list[Fulfil], now: int) -> list[Outcome]:
         cmd = cmds[0]
@@ -1164,16 +1179,18 @@ class Ledger:
         if cmd.request_id:
             seen = self._requests.get("f:" + cmd.request_id)
             if seen is not None:
-                return [self._replay_fulfil(r, cmd, content, seen)]
+                return [self._replay_on_reservation(r, cmd, content, seen)]
         outcome = self._fulfil_apply(r, cmd, now)
         if cmd.request_id:
             stored = _encode(outcome) if isinstance(outcome, Rejection) else b""
             self._remember_request("f:" + cmd.request_id, content, stored, now)
         return [outcome]
 
-    def _replay_fulfil(
-        self, r: int, cmd: Fulfil, content: bytes, seen: tuple[bytes, bytes]
+    def _replay_on_reservation(
+        self, r: int, cmd: Fulfil | Extend, content: bytes, seen: tuple[bytes, bytes]
     ) -> Outcome:
+        """The answer to a retried fulfil or extend: its first refusal, or the reservation as it
+        is now, replayed; ID_CONFLICT if the request id came with other content."""
         if seen[0] != content:
             return id_conflict("request_id", cmd.request_id)
         if seen[1]:
@@ -1968,8 +1985,10 @@ class Ledger:
     def release(self, reservation_id: str, now_ms: int) -> ReservationResult:
         return self._one(now_ms, Release(reservation_id))
 
-    def extend(self, reservation_id: str, ttl_ms: int, now_ms: int) -> ReservationResult:
-        return self._one(now_ms, Extend(reservation_id, ttl_ms))
+    def extend(
+        self, reservation_id: str, ttl_ms: int, now_ms: int, request_id: str = ""
+    ) -> ReservationResult:
+        return self._one(now_ms, Extend(reservation_id, ttl_ms, request_id))
 
     def fulfil(
         self,

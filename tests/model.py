@@ -447,6 +447,23 @@ class Model:
             return res
         if not limits.TTL_MS_MIN <= cmd.ttl_ms <= limits.TTL_MS_MAX:
             return _invalid()
+        if self._bad_id(cmd.request_id, required=False):
+            return _invalid()
+        key = "e:" + cmd.request_id
+        if cmd.request_id and key in self.requests:
+            seen_cmd, seen_outcome = self.requests[key]
+            if seen_cmd != cmd:
+                return Rej("ALREADY_EXISTS", "ID_CONFLICT")
+            if isinstance(seen_outcome, Rej):
+                return seen_outcome
+            return ReservationResult(self.view(cmd.reservation_id), True)
+        outcome = self._extend_apply(cmd, res)
+        if cmd.request_id:
+            self.requests[key] = (cmd, outcome)
+            self._finalize("q", key)
+        return outcome
+
+    def _extend_apply(self, cmd: Extend, res: MRes) -> Any:
         if res.state != S.HELD:
             return Rej("FAILED_PRECONDITION", "WRONG_STATE")
         res.expires_at_ms = self.now_ms + cmd.ttl_ms

@@ -145,7 +145,12 @@ reserve_columns = st.builds(
 res_id = st.sampled_from(RES_IDS + ("rX",))
 commit = st.builds(Commit, res_id)
 release = st.builds(Release, res_id)
-extend = st.builds(Extend, res_id, st.sampled_from((1_000, 2_000, 4_000, 999)))
+extend = st.builds(
+    Extend,
+    res_id,
+    st.sampled_from((1_000, 2_000, 4_000, 999)),
+    st.sampled_from(("", "", "e0", "e1", "x" * 129)),
+)
 fulfil = st.builds(
     Fulfil,
     res_id,

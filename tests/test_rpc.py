@@ -467,8 +467,14 @@ async def test_reservation_lifecycle(stubs: Stubs) -> None:
     held = (await reserve(stubs, rid, [line(sku, node, 4)], ttl_ms=5_000)).reservation
     R = stubs.reservation
 
-    extended = await R.Extend(reservation_pb2.ExtendRequest(reservation_id=rid, ttl_ms=120_000))
-    assert extended.reservation.expires_at_ms > held.expires_at_ms
+    extend = reservation_pb2.ExtendRequest(reservation_id=rid, ttl_ms=120_000, request_id=uid("e"))
+    extended = await R.Extend(extend)
+    assert extended.reservation.expires_at_ms > held.expires_at_ms and not extended.replayed
+    await asyncio.sleep(0.01)  # a retry later must not move the deadline again
+    retried = await R.Extend(extend)
+    assert retried.replayed and retried.reservation == extended.reservation
+    extend.ttl_ms += 1
+    await expect_error(R.Extend(extend), grpc.StatusCode.ALREADY_EXISTS, "ID_CONFLICT")
     got = await R.GetReservation(reservation_pb2.GetReservationRequest(reservation_id=rid))
     assert got.reservation == extended.reservation
 

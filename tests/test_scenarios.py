@@ -154,6 +154,29 @@ def test_hold_cannot_be_committed_after_it_expires() -> None:
     assert e.value.reason == "WRONG_STATE"
 
 
+def test_extend_with_a_request_id_applies_once() -> None:
+    ledger = ledger_with({("sku", "A"): 5})
+    ledger.reserve("r", [("sku", "A", 2)], 1_000, T0)
+    first = ledger.extend("r", 5_000, T0 + 500, request_id="e1")
+    assert (first.replayed, first.reservation.expires_at_ms) == (False, T0 + 5_500)
+    # The retry, later: the deadline stays where the first call put it.
+    again = ledger.extend("r", 5_000, T0 + 4_000, request_id="e1")
+    assert (again.replayed, again.reservation.expires_at_ms) == (True, T0 + 5_500)
+    with pytest.raises(EngineError) as e:
+        ledger.extend("r", 6_000, T0 + 4_000, request_id="e1")
+    assert (e.value.code, e.value.reason) == (Code.ALREADY_EXISTS, "ID_CONFLICT")
+    # Without one, each call moves the deadline.
+    moved = ledger.extend("r", 5_000, T0 + 4_000)
+    assert (moved.replayed, moved.reservation.expires_at_ms) == (False, T0 + 9_000)
+    # A refusal is remembered too: the retry of an extend refused WRONG_STATE is refused again
+    # even though it came with the same id.
+    ledger.commit("r", T0 + 4_500)
+    for _ in range(2):
+        with pytest.raises(EngineError) as e:
+            ledger.extend("r", 5_000, T0 + 4_600, request_id="e2")
+        assert e.value.reason == "WRONG_STATE"
+
+
 def test_expired_holds_release_exactly_at_their_tick_in_expiry_order() -> None:
     ledger = ledger_with({("sku", "A"): 10})
     ledger.reserve("late", [("sku", "A", 1)], 3_000, T0)

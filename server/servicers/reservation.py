@@ -175,8 +175,14 @@ class ReservationServicer(reservation_pb2_grpc.ReservationServiceServicer):
         check_id(request.reservation_id, "reservation_id")
         check_ttl(request.ttl_ms)
         check_id(request.request_id, "request_id", required=False)
-        command = ExtendCommand(request.reservation_id, request.ttl_ms)
-        result = await submit(self.app, context, command, reservation_id=request.reservation_id)
+        command = ExtendCommand(request.reservation_id, request.ttl_ms, request.request_id)
+        result = await submit(
+            self.app,
+            context,
+            command,
+            reservation_id=request.reservation_id,
+            request_id=request.request_id,
+        )
         return _answer(reservation_pb2.ExtendResponse, result)
 
     @unary
