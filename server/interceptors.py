@@ -237,20 +237,19 @@ class MalformedMessage(EdgeError):
         super().__init__(Rejection(Code.INVALID_ARGUMENT, "MALFORMED_MESSAGE", text))
 
 
-Prepare = Any  # async (request, context) -> request, or None
+Prepare = Any  # (request) -> request: `_one` or `_each`, or None
 
 
 def _one(parse: Any) -> Prepare:
-    """Parse a unary request; bytes that do not parse abort INVALID_ARGUMENT MALFORMED_MESSAGE."""
+    """Parse a unary request; bytes that do not parse raise `MalformedMessage`."""
     if parse is None:
         return None
 
-    async def prepare(request: bytes, context: grpc.aio.ServicerContext) -> Any:
+    def prepare(request: bytes) -> Any:
         try:
             return parse(request)
         except Exception as exc:
-            malformed = MalformedMessage(parse, exc)
-        await abort_with(context, malformed.rejection)
+            raise MalformedMessage(parse, exc) from None
 
     return prepare
 
@@ -271,10 +270,7 @@ def _each(parse: Any) -> Prepare:
             index += 1
             yield message
 
-    async def prepare(requests: Any, context: grpc.aio.ServicerContext) -> Any:
-        return parsed(requests)
-
-    return prepare
+    return parsed
 
 
 def _observed(behavior: Any, series: RpcSeries, prepare: Prepare) -> Any:
@@ -292,11 +288,11 @@ def _observed(behavior: Any, series: RpcSeries, prepare: Prepare) -> Any:
                 if remaining is not None and remaining <= 0:
                     await _deadline_exceeded(context)
                 if prepare is not None:
-                    request = await prepare(request, context)
+                    request = prepare(request)
                 async for response in behavior(request, context):
                     yield response
                 code = _code_name(context, "OK")
-            except MalformedMessage as exc:  # a request stream's, not caught by the servicer
+            except MalformedMessage as exc:  # the request's, or a stream's the servicer let by
                 code = "INVALID_ARGUMENT"
                 await abort_with(context, exc.rejection, **exc.metadata)
             except BaseException as exc:
@@ -316,11 +312,11 @@ def _observed(behavior: Any, series: RpcSeries, prepare: Prepare) -> Any:
             if remaining is not None and remaining <= 0:
                 await _deadline_exceeded(context)
             if prepare is not None:
-                request = await prepare(request, context)
+                request = prepare(request)
             response = await behavior(request, context)
             code = _code_name(context, "OK")
             return response
-        except MalformedMessage as exc:  # a request stream's, not caught by the servicer
+        except MalformedMessage as exc:  # the request's, or a stream's the servicer let by
             code = "INVALID_ARGUMENT"
             await abort_with(context, exc.rejection, **exc.metadata)
         except BaseException as exc:
