@@ -129,6 +129,15 @@ class ServerRun:
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system, every thread) the server process has used so far, from
+        /proc (`taskset` execs the server, so the child's pid is the server's)."""
+        assert self.process is not None, "not started"
+        stat = Path(f"/proc/{self.process.pid}/stat").read_text()
+        fields = stat.rpartition(")")[2].split()  # after the command name, which may have spaces
+        utime, stime = int(fields[11]), int(fields[12])  # stat fields 14 and 15
+        return (utime + stime) / os.sysconf("SC_CLK_TCK")
+
     def start(self, health: bool = True) -> ServerRun:
         self.port_file.unlink(missing_ok=True)
         env = {**os.environ, "PYTHONPATH": str(REPO)}

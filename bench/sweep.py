@@ -21,7 +21,9 @@ empty-handler server of `grpc-floor` measured the same way in the same run (targ
 both servers run side by side on CPU 0 (a fresh omnistock server on the sweep's data directory,
 and the empty one), and `--ratio-rounds` rounds alternate them (A B, B A, A B, …, each
 `--h2load-requests / rounds` calls), so a drift of the machine's speed during the run falls on
-both; the ratio is the median of the rounds' ratios.
+both; the ratio is the median of the rounds' ratios. Each round also reads both servers' CPU
+time around their runs: CPU per answered call, and its ratio (the empty handler's over
+GetAvailability's), which moves less than rates when the VM's speed swings.
 
     python -m bench sweep --json sweep.json --plot sweep.png
     python -m bench sweep --quick --json /tmp/s.json     # seconds (tests)
@@ -159,10 +161,11 @@ def availability_payload(net: Any) -> bytes:
 
 
 def ratio_rounds(
-    avail_target: str, floor_target: str, payload: bytes, requests: int, rounds: int
+    avail: ServerRun, floor: ServerRun, payload: bytes, requests: int, rounds: int
 ) -> list[dict[str, Any]] | None:
     """Closed-loop h2load rates of GetAvailability and of the empty handler, alternating in
-    `rounds` rounds (A B, B A, …) of `requests / rounds` calls each; None without h2load."""
+    `rounds` rounds (A B, B A, …) of `requests / rounds` calls each, with each server's CPU per
+    call in the same runs; None without h2load."""
     from bench.grpc_floor import EMPTY_METHOD
 
     rounds = max(1, rounds)
@@ -172,19 +175,27 @@ def ratio_rounds(
         order = ("avail", "floor") if r % 2 == 0 else ("floor", "avail")
         got: dict[str, Any] = {}
         for which in order:
-            target, method = (
-                (avail_target, M_AVAIL) if which == "avail" else (floor_target, EMPTY_METHOD)
-            )
-            res = h2load_closed(target, method, payload, per, cpu=CLIENT_CPU)
+            server, method = (avail, M_AVAIL) if which == "avail" else (floor, EMPTY_METHOD)
+            cpu_before = server.cpu_s()
+            res = h2load_closed(server.target, method, payload, per, cpu=CLIENT_CPU)
             if res is None:
                 return None
+            cpu = server.cpu_s() - cpu_before
+            res["server_cpu_s"] = cpu
+            res["server_cpu_us_per_call"] = 1e6 * cpu / max(res["succeeded"], 1)
             got[which] = res
-        ratio = got["avail"]["rate_per_s"] / max(got["floor"]["rate_per_s"], 1e-9)
-        print(f"  ratio round {r + 1}: GetAvailability {got['avail']['rate_per_s']:,.0f}/s, "
-              f"empty handler {got['floor']['rate_per_s']:,.0f}/s, ratio {ratio:.3f}")  # fmt: skip
+        a, f = got["avail"], got["floor"]
+        ratio = a["rate_per_s"] / max(f["rate_per_s"], 1e-9)
+        cpu_ratio = f["server_cpu_us_per_call"] / max(a["server_cpu_us_per_call"], 1e-9)
+        print(f"  ratio round {r + 1}: GetAvailability {a['rate_per_s']:,.0f}/s "
+              f"({a['server_cpu_us_per_call']:.0f} µs CPU/call), empty handler "
+              f"{f['rate_per_s']:,.0f}/s ({f['server_cpu_us_per_call']:.0f} µs), "
+              f"ratio {ratio:.3f} (CPU {cpu_ratio:.3f})")  # fmt: skip
         first = "get_availability" if order[0] == "avail" else "floor"
-        avail, floor = got["avail"], got["floor"]
-        out.append({"first": first, "get_availability": avail, "floor": floor, "ratio": ratio})
+        out.append(
+            {"first": first, "get_availability": a, "floor": f, "ratio": ratio,
+             "cpu_ratio": cpu_ratio}
+        )  # fmt: skip
     return out
 
 
@@ -211,7 +222,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, An
                 start_floor_server(Path(tmp)) as floor,
             ):
                 print(f"GetAvailability vs the empty handler: {args.ratio_rounds} rounds")
-                rounds = ratio_rounds(server.target, floor.target, availability_payload(net),
+                rounds = ratio_rounds(server, floor, availability_payload(net),
                                       args.h2load_requests, args.ratio_rounds)  # fmt: skip
     names = {"availability": "get_availability", "reserve": "reserve", "mix": "mix"}
     for s, points in by_series.items():
@@ -244,6 +255,19 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, An
             Figure("get_availability_vs_floor", statistics.median(ratios), "ratio", target=0.85,
                    note="median of the rounds' ratios ("
                    + ", ".join(f"{x:.3f}" for x in ratios) + ")"),
+        ]  # fmt: skip
+        cpu = {k: statistics.median(r[k]["server_cpu_us_per_call"] for r in rounds)
+               for k in ("get_availability", "floor")}  # fmt: skip
+        cpu_ratios = [r["cpu_ratio"] for r in rounds]
+        figures += [
+            Figure("get_availability_server_cpu_us_per_call", cpu["get_availability"], "µs",
+                   note="server CPU (all threads) / answered call in the rounds, median"),
+            Figure("floor_server_cpu_us_per_call", cpu["floor"], "µs",
+                   note="the same for the empty handler"),
+            Figure("get_availability_vs_floor_cpu", statistics.median(cpu_ratios), "ratio",
+                   note="empty handler's CPU per call / GetAvailability's, median of rounds ("
+                   + ", ".join(f"{x:.3f}" for x in cpu_ratios)
+                   + "): the engine's share of the cost, without the machine's speed swings"),
         ]  # fmt: skip
         extra["h2load"] = {"rounds": rounds}
         # p99 at >= 50 % of saturation: the step nearest half the saturation rate, if reached.

@@ -84,6 +84,16 @@ def test_sweep_ratio_rounds_alternate(tmp_path: Path) -> None:
         avail, floor = r["get_availability"], r["floor"]
         assert avail["succeeded"] > 0 and floor["succeeded"] > 0
         assert r["ratio"] == pytest.approx(avail["rate_per_s"] / floor["rate_per_s"])
+        # Each server's CPU per call: some CPU for its calls, and no more than one core's worth
+        # of its run (it is pinned to CPU 0); the CPU ratio is the floor's over GetAvailability's.
+        for run in (avail, floor):
+            assert 0 < run["server_cpu_s"] <= 1.2 * run["seconds"] + 0.05
+            assert run["server_cpu_us_per_call"] == pytest.approx(
+                1e6 * run["server_cpu_s"] / run["succeeded"]
+            )
+        assert r["cpu_ratio"] == pytest.approx(
+            floor["server_cpu_us_per_call"] / avail["server_cpu_us_per_call"]
+        )
     assert _figure(data, "get_availability_vs_floor") == pytest.approx(
         statistics.median(r["ratio"] for r in rounds)
     )
@@ -91,6 +101,12 @@ def test_sweep_ratio_rounds_alternate(tmp_path: Path) -> None:
         statistics.median(r["floor"]["rate_per_s"] for r in rounds)
     )
     assert data["targets"]["get_availability_vs_floor"]["op"] == ">="
+    assert _figure(data, "get_availability_vs_floor_cpu") == pytest.approx(
+        statistics.median(r["cpu_ratio"] for r in rounds)
+    )
+    assert _figure(data, "floor_server_cpu_us_per_call") == pytest.approx(
+        statistics.median(r["floor"]["server_cpu_us_per_call"] for r in rounds)
+    )
 
 
 def test_batch_quick(tmp_path: Path) -> None:
