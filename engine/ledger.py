@@ -1143,19 +1143,7 @@ class Ledger:
             return [r]
         if not limits.TTL_MS_MIN <= cmd.ttl_ms <= limits.TTL_MS_MAX:
             return [_invalid("ttl_ms", f"must be in {limits.TTL_MS_MIN}..{limits.TTL_MS_MAX}")]
-        bad = _check_id(cmd.request_id, "request_id", required=False)
-        if bad is not None:
-            return [bad]
-        content = _encode(cmd)
-        if cmd.request_id:
-            seen = self._requests.get("e:" + cmd.request_id)
-            if seen is not None:
-                return [self._replay_on_reservation(r, cmd, content, seen)]
-        outcome = self._extend_apply(r, cmd, now)
-        if cmd.request_id:
-            stored = _encode(outcome) if isinstance(outcome, Rejection) else b""
-            self._remember_request("e:" + cmd.request_id, content, stored, now)
-        return [outcome]
+        return [self._once_per_request(r, cmd, "e:", now, self._extend_apply)]
 
     def _extend_apply(self, r: int, cmd: Extend, now: int) -> Outcome:
         self._ensure(heap=1)
@@ -1172,19 +1160,31 @@ class Ledger:
         r = self._lookup_res(cmd.reservation_id)
         if isinstance(r, Rejection):
             return [r]
+        return [self._once_per_request(r, cmd, "f:", now, self._fulfil_apply)]
+
+    def _once_per_request(
+        self,
+        r: int,
+        cmd: Fulfil | Extend,
+        prefix: str,
+        now: int,
+        apply: Callable[[int, Any, int], Outcome],
+    ) -> Outcome:
+        """`apply(r, cmd, now)` for a command on reservation r whose optional `request_id`
+        (remembered under `prefix`) makes a retry answer what the first call answered."""
         bad = _check_id(cmd.request_id, "request_id", required=False)
         if bad is not None:
-            return [bad]
+            return bad
+        if not cmd.request_id:
+            return apply(r, cmd, now)
         content = _encode(cmd)
-        if cmd.request_id:
-            seen = self._requests.get("f:" + cmd.request_id)
-            if seen is not None:
-                return [self._replay_on_reservation(r, cmd, content, seen)]
-        outcome = self._fulfil_apply(r, cmd, now)
-        if cmd.request_id:
-            stored = _encode(outcome) if isinstance(outcome, Rejection) else b""
-            self._remember_request("f:" + cmd.request_id, content, stored, now)
-        return [outcome]
+        seen = self._requests.get(prefix + cmd.request_id)
+        if seen is not None:
+            return self._replay_on_reservation(r, cmd, content, seen)
+        outcome = apply(r, cmd, now)
+        stored = _encode(outcome) if isinstance(outcome, Rejection) else b""
+        self._remember_request(prefix + cmd.request_id, content, stored, now)
+        return outcome
 
     def _replay_on_reservation(
         self, r: int, cmd: Fulfil | Extend, content: bytes, seen: tuple[bytes, bytes]

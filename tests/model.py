@@ -447,9 +447,14 @@ class Model:
             return res
         if not limits.TTL_MS_MIN <= cmd.ttl_ms <= limits.TTL_MS_MAX:
             return _invalid()
+        return self._once_per_request("e:", cmd, res, self._extend_apply)
+
+    def _once_per_request(self, prefix: str, cmd: Any, res: MRes, apply: Any) -> Any:
+        """A fulfil or extend whose optional request_id makes a retry answer as the first did:
+        its refusal, or the reservation as it is now, replayed."""
         if self._bad_id(cmd.request_id, required=False):
             return _invalid()
-        key = "e:" + cmd.request_id
+        key = prefix + cmd.request_id
         if cmd.request_id and key in self.requests:
             seen_cmd, seen_outcome = self.requests[key]
             if seen_cmd != cmd:
@@ -457,7 +462,7 @@ class Model:
             if isinstance(seen_outcome, Rej):
                 return seen_outcome
             return ReservationResult(self.view(cmd.reservation_id), True)
-        outcome = self._extend_apply(cmd, res)
+        outcome = apply(cmd, res)
         if cmd.request_id:
             self.requests[key] = (cmd, outcome)
             self._finalize("q", key)
@@ -474,21 +479,7 @@ class Model:
         res = self._lookup(cmd.reservation_id)
         if isinstance(res, Rej):
             return res
-        if self._bad_id(cmd.request_id, required=False):
-            return _invalid()
-        key = "f:" + cmd.request_id
-        if cmd.request_id and key in self.requests:
-            seen_cmd, seen_outcome = self.requests[key]
-            if seen_cmd != cmd:
-                return Rej("ALREADY_EXISTS", "ID_CONFLICT")
-            if isinstance(seen_outcome, Rej):
-                return seen_outcome
-            return ReservationResult(self.view(cmd.reservation_id), True)
-        outcome = self._fulfil_apply(cmd, res)
-        if cmd.request_id:
-            self.requests[key] = (cmd, outcome)
-            self._finalize("q", key)
-        return outcome
+        return self._once_per_request("f:", cmd, res, self._fulfil_apply)
 
     def _fulfil_apply(self, cmd: Fulfil, res: MRes) -> Any:
         if res.state == S.FULFILLED and not cmd.lines:
