@@ -176,13 +176,7 @@ class ReservationServicer(reservation_pb2_grpc.ReservationServiceServicer):
         check_ttl(request.ttl_ms)
         check_id(request.request_id, "request_id", required=False)
         command = ExtendCommand(request.reservation_id, request.ttl_ms, request.request_id)
-        result = await submit(
-            self.app,
-            context,
-            command,
-            reservation_id=request.reservation_id,
-            request_id=request.request_id,
-        )
+        result = await self._with_request_id(command, context)
         return _answer(reservation_pb2.ExtendResponse, result)
 
     @unary
@@ -208,14 +202,20 @@ class ReservationServicer(reservation_pb2_grpc.ReservationServiceServicer):
         lines = line_tuple(request.lines) if request.lines else ()
         check_id(request.request_id, "request_id", required=bool(lines))
         command = Fulfil(request.reservation_id, lines, request.request_id)
-        result = await submit(
+        result = await self._with_request_id(command, context)
+        return _answer(reservation_pb2.FulfillResponse, result)
+
+    async def _with_request_id(
+        self, command: ExtendCommand | Fulfil, context: Any
+    ) -> ReservationResult:
+        """Submit a retry-safe command on one reservation; a refusal names both ids."""
+        return await submit(
             self.app,
             context,
             command,
-            reservation_id=request.reservation_id,
-            request_id=request.request_id,
+            reservation_id=command.reservation_id,
+            request_id=command.request_id,
         )
-        return _answer(reservation_pb2.FulfillResponse, result)
 
     # --- many reservations -----------------------------------------------------------------
 
