@@ -1177,13 +1177,14 @@ class Ledger:
             return bad
         if not cmd.request_id:
             return apply(r, cmd, now)
+        key = prefix + cmd.request_id
         content = _encode(cmd)
-        seen = self._requests.get(prefix + cmd.request_id)
+        seen = self._requests.get(key)
         if seen is not None:
             return self._replay_on_reservation(r, cmd, content, seen)
         outcome = apply(r, cmd, now)
         stored = _encode(outcome) if isinstance(outcome, Rejection) else b""
-        self._remember_request(prefix + cmd.request_id, content, stored, now)
+        self._remember_request(key, content, stored, now)
         return outcome
 
     def _replay_on_reservation(

@@ -33,9 +33,9 @@ __all__ = [
 F = TypeVar("F", bound=Callable[..., Any])
 
 _STATUS_OK = 1  # LineStatus.OK: only then are the quantities non-zero
-# The longest echoed query answered as wire bytes. One of checked ids is < 300 bytes (sku and a
-# node or group id of ≤ ID_BYTES_MAX each, with tags and lengths, and promise_by_ms); a longer
-# one carries unknown fields and takes the message path.
+# The longest echoed query answered as wire bytes. A query whose ids passed the checks is < 300
+# bytes (a sku and a node or group id of ≤ ID_BYTES_MAX each, with tags and lengths, and
+# promise_by_ms); a longer one carries unknown fields and takes the message path.
 QUERY_BYTES_MAX = 4 * 1024
 # Response, result and quantities headers (tag + length ≤ 3 + 3 + 3 bytes each), the status, and
 # seven quantities of at most 11 bytes each.
