@@ -20,8 +20,10 @@ state may be half applied or ahead of the journal.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import contextlib
 import logging
+import queue
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -39,6 +41,7 @@ __all__ = [
     "BATCH_COMMANDS_MAX",
     "BATCH_LINES_MAX",
     "DeadlineExceeded",
+    "FsyncThread",
     "NotReady",
     "Overloaded",
     "RequestTooLarge",
@@ -217,7 +220,7 @@ class Sequencer:
         self._failure: BaseException | None = None
         self._sync = journal.durability == "sync"
         # fsync gets its own thread so a snapshot write in the default pool never delays it.
-        self._fsync_pool = concurrent.futures.ThreadPoolExecutor(1, "omnistock-fsync")
+        self._fsync = FsyncThread(journal)
         self._batches = 0
         self._commands = 0
         self._ticks = 0
@@ -272,7 +275,7 @@ class Sequencer:
         for item in self._pending:
             _fail(item, ShuttingDown("the server is shutting down"))
         self._pending.clear()
-        self._fsync_pool.shutdown(wait=True)
+        self._fsync.close()
 
     def stats(self) -> SequencerStats:
         return SequencerStats(
@@ -412,7 +415,7 @@ class Sequencer:
             self.journal.append(payload)
             if self._sync:
                 fsync_started = time.perf_counter()
-                await loop.run_in_executor(self._fsync_pool, self.journal.commit)
+                await self._fsync.commit(loop)
                 if self._metrics is not None:
                     self._metrics.observe_fsync(time.perf_counter() - fsync_started)
             else:
@@ -467,6 +470,71 @@ class Sequencer:
         self._queued_commands = 0
         if self._on_failure is not None:
             self._on_failure(exc)
+
+
+class FsyncThread:
+    """One thread that runs `journal.commit()` (its fsync) for the writer, which awaits it while
+    the loop keeps serving.
+
+    Leaner than `loop.run_in_executor` on a one-thread pool, which a `sync` batch paid for on
+    every fsync: a concurrent future and a work item, the pool's idle semaphore and the future's
+    condition (Python-level locks, so more GIL hand-offs between the two threads), then a
+    wrapped asyncio future. Here the writer puts its asyncio future on a C-level queue and the
+    thread resolves it with one `call_soon_threadsafe` (bench/README.md, "durability", "The fsync
+    hand-off")."""
+
+    def __init__(self, journal: Journal) -> None:
+        self._journal = journal
+        self._requests: queue.SimpleQueue[
+            tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None
+        ] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def commit(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
+        """Commit the journal on the thread; the future resolves (or fails) when that returns."""
+        if self._closed:
+            raise RuntimeError("the fsync thread is closed")
+        if self._thread is None:  # started on first use, as the thread pool was
+            self._thread = threading.Thread(target=self._serve, name="omnistock-fsync", daemon=True)
+            self._thread.start()
+        future: asyncio.Future[None] = loop.create_future()
+        self._requests.put((loop, future))
+        return future
+
+    def close(self) -> None:
+        """Finish the commits already asked for, then stop the thread."""
+        self._closed = True
+        if self._thread is not None:
+            self._requests.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def _serve(self) -> None:
+        while (request := self._requests.get()) is not None:
+            loop, future = request
+            try:
+                self._journal.commit()
+            except BaseException as exc:  # noqa: BLE001 - handed to the writer, which stops writes
+                _resolve_soon(loop, future, exc)
+            else:
+                _resolve_soon(loop, future, None)
+
+
+def _resolve_soon(
+    loop: asyncio.AbstractEventLoop, future: asyncio.Future[None], exc: BaseException | None
+) -> None:
+    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+        loop.call_soon_threadsafe(_resolve, future, exc)
+
+
+def _resolve(future: asyncio.Future[None], exc: BaseException | None) -> None:
+    if future.done():  # the writer was cancelled while the fsync ran
+        return
+    if exc is None:
+        future.set_result(None)
+    else:
+        future.set_exception(exc)
 
 
 def _fail(item: _Item, error: SequencerError) -> None:

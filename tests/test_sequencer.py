@@ -4,6 +4,7 @@ stop on engine failure. Runs against a real Journal in a tmp dir; no gRPC."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from engine.ledger import Ledger
 from engine.persistence import Journal
 from server.sequencer import (
     DeadlineExceeded,
+    FsyncThread,
     NotReady,
     Overloaded,
     Sequencer,
@@ -173,6 +175,43 @@ async def test_wall_clock_expiry_wakes_the_writer(journal: Journal) -> None:
     await asyncio.sleep(1.3)
     assert ledger.get_reservation("r").state == ReservationState.EXPIRED
     await seq.close()
+
+
+async def test_fsync_failure_fails_batch_and_stops_writes(journal: Journal) -> None:
+    ledger = Ledger()
+    failures: list[BaseException] = []
+    seq = await _started(ledger, journal, on_failure=failures.append)
+    threads = {t.name for t in threading.enumerate()}
+    assert "omnistock-fsync" in threads  # sync mode: the batches above were fsynced on it
+
+    def broken() -> None:
+        raise OSError(5, "disk gone")
+
+    journal.commit = broken  # type: ignore[method-assign]
+    with pytest.raises(SequencerFailed) as info:
+        await seq.submit(Reserve("r1", (Line("sku", "n1", 1),), 60_000))
+    assert info.value.code == "INTERNAL" and "disk gone" in str(info.value)
+    assert len(failures) == 1 and isinstance(failures[0], OSError)
+    with pytest.raises(SequencerFailed):
+        await seq.submit(Commit("r1"))
+    await seq.close()
+    assert "omnistock-fsync" not in {t.name for t in threading.enumerate()}
+
+
+async def test_fsync_thread_commits_in_order_and_closes(journal: Journal) -> None:
+    loop = asyncio.get_running_loop()
+    calls: list[tuple[int, int]] = []
+    journal.commit = lambda: calls.append((threading.get_ident(), len(calls)))  # type: ignore[method-assign]
+    fsync = FsyncThread(journal)
+    futures = [fsync.commit(loop) for _ in range(50)]
+    assert await asyncio.gather(*futures) == [None] * 50
+    assert [i for _, i in calls] == list(range(50))
+    assert len({ident for ident, _ in calls}) == 1
+    assert calls[0][0] != threading.get_ident()  # not on the loop's thread
+    fsync.close()
+    assert "omnistock-fsync" not in {t.name for t in threading.enumerate()}
+    with pytest.raises(RuntimeError):
+        fsync.commit(loop)
 
 
 async def test_engine_exception_fails_batch_and_stops_writes(
