@@ -392,19 +392,20 @@ def _with_state(app: Any, rejection: Rejection, metadata: dict[str, str]) -> dic
 
 
 def unary(method: Any) -> Any:
-    """Decorate a unary-response servicer method: EngineError -> rich status."""
+    """Decorate a unary-response servicer method: EngineError -> rich status.
+
+    `RpcHandlers` (server/interceptors.py) calls the undecorated method (`unary_of`) and maps
+    its errors with `answer_error` itself, which saves a coroutine per call; the decorated form
+    is what a servicer called directly (tests, the peers' front) gets."""
 
     @functools.wraps(method)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             return await method(self, request, context)
-        except EngineError as exc:
-            await _abort_engine_error(context, exc)
-        except grpc.aio.AbortError:
-            raise
         except Exception as exc:
-            await _abort_sequencer_error(context, exc)
+            await answer_error(context, exc)
 
+    wrapper.unary_of = method  # type: ignore[attr-defined]
     return wrapper
 
 
@@ -416,25 +417,21 @@ def streaming(method: Any) -> Any:
         try:
             async for item in method(self, request, context):
                 yield item
-        except EngineError as exc:
-            await _abort_engine_error(context, exc)
-        except grpc.aio.AbortError:
-            raise
         except Exception as exc:
-            await _abort_sequencer_error(context, exc)
+            await answer_error(context, exc)
 
     return wrapper
 
 
-async def _abort_engine_error(context: grpc.aio.ServicerContext, exc: EngineError) -> NoReturn:
-    metadata = exc.metadata if isinstance(exc, EdgeError) else {}
-    await abort_with(context, exc.rejection, **metadata)
-
-
-async def _abort_sequencer_error(context: grpc.aio.ServicerContext, exc: Exception) -> NoReturn:
-    """A `SequencerError` raised outside `submit` (e.g. `app.ledger` while still recovering)
-    gets its status; anything else is a bug and propagates (gRPC answers UNKNOWN and logs)."""
-    rejection = sequencer_rejection(exc)
+async def answer_error(context: grpc.aio.ServicerContext, exc: Exception) -> NoReturn:
+    """Answer a servicer's exception as its status: an `EngineError` (a `Rejection`, with the
+    metadata of an `EdgeError`) and a `SequencerError` raised outside `submit` (e.g. `app.ledger`
+    while still recovering) get theirs; an abort, and anything else (a bug: gRPC answers
+    UNKNOWN and logs), propagate."""
+    if isinstance(exc, EngineError):
+        metadata = exc.metadata if isinstance(exc, EdgeError) else {}
+        await abort_with(context, exc.rejection, **metadata)
+    rejection = None if isinstance(exc, grpc.aio.AbortError) else sequencer_rejection(exc)
     if rejection is None:
         raise exc
     await abort_with(context, rejection)

@@ -6,7 +6,8 @@ quantity fields, then serializing and freeing that tree) took ~1.3 µs of the ha
 in-process, and several times that in the server, where each call finds the caches cold.
 `encode_one_result` writes the same bytes in one numba call. `pre_encoded` marks a servicer
 method that may answer such bytes; `RpcHandlers` (server/interceptors.py) then registers it
-with a serializer that passes bytes through and serializes messages as before.
+without a response serializer, so gRPC sends the bytes as they are, and serializes a message
+answer in its wrapper.
 
 The bytes are exactly what the runtime would write for the same message (tests/test_wire.py
 compares them over statuses, negative quantities and long ids): fields in number order, zero
@@ -25,7 +26,6 @@ from numba import njit
 __all__ = [
     "QUERY_BYTES_MAX",
     "encode_one_result",
-    "pass_bytes",
     "pre_encoded",
     "result_buffer",
 ]
@@ -43,20 +43,10 @@ _FIXED_BYTES_MAX = 3 * (1 + 5) + 11 + 7 * 11
 
 
 def pre_encoded(method: F) -> F:
-    """Mark a servicer method whose answer may be wire bytes (see `pass_bytes`)."""
+    """Mark a unary servicer method whose answer may be wire bytes: `RpcHandlers` registers it
+    without a response serializer and serializes its message answers itself."""
     method.pre_encoded = True  # type: ignore[attr-defined]
     return method
-
-
-def pass_bytes(serialize: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
-    """A response serializer that sends bytes as they are and serializes anything else."""
-
-    def serializer(response: Any) -> bytes:
-        if response.__class__ is bytes:
-            return response  # type: ignore[no-any-return]
-        return serialize(response)
-
-    return serializer
 
 
 def result_buffer() -> np.ndarray:

@@ -4,6 +4,9 @@ field by field into its response instead of from keyword arguments."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import grpc
 import numpy as np
 import pytest
 from hypothesis import given
@@ -14,7 +17,7 @@ from engine.commands import Line, ReservationView, ReservedLine
 from omnistock.v1 import availability_pb2, reservation_pb2, types_pb2
 from server.convert import reservation_pb
 from server.servicers.availability import one_result_message
-from server.wire import QUERY_BYTES_MAX, encode_one_result, pass_bytes, pre_encoded, result_buffer
+from server.wire import QUERY_BYTES_MAX, encode_one_result, pre_encoded, result_buffer
 from tests.nojit import pytest_without_jit
 
 I64 = st.integers(-(2**63), 2**63 - 1)
@@ -78,21 +81,58 @@ def test_the_longest_query_fits_the_buffer() -> None:
     assert buf[:n].tobytes() == runtime_bytes(query, int(LineStatus.OK), row)
 
 
-def test_pass_bytes_and_pre_encoded() -> None:
-    serialize = availability_pb2.GetAvailabilityResponse.SerializeToString
+async def test_pre_encoded_answers_bytes_as_they_are_and_serializes_messages() -> None:
+    """`RpcHandlers` registers a `pre_encoded` unary method without a response serializer: bytes
+    go out as they are, a message answer is serialized by the wrapper, and a `unary` method's
+    EngineError still answers its status (the wrapper calls it undecorated)."""
+    from engine.errors import Code, EngineError, Rejection
+    from server.convert import unary
+    from server.interceptors import RpcHandlers
+    from server.metrics import Metrics
+
     message = availability_pb2.GetAvailabilityResponse(
         results=[availability_pb2.AvailabilityResult(status=LineStatus.OK)]
     )
-    serializer = pass_bytes(serialize)
-    assert serializer(b"\x0a\x00") == b"\x0a\x00"
-    assert serializer(message) == message.SerializeToString()
-    with pytest.raises(TypeError):
-        serializer(bytearray(b"\x0a\x00"))  # only bytes pass through
+    answers: dict[bytes, Any] = {b"bytes": b"\x0a\x00", b"message": message}
 
-    @pre_encoded
-    async def method() -> None: ...
+    class Servicer:
+        @pre_encoded
+        @unary
+        async def Get(self, request: bytes, context: Any) -> Any:
+            if request == b"refuse":
+                raise EngineError(Rejection(Code.NOT_FOUND, "SKU_UNKNOWN", "no such sku"))
+            return answers[request]
 
-    assert method.pre_encoded is True  # type: ignore[attr-defined]
+    assert Servicer.Get.pre_encoded is True  # type: ignore[attr-defined]
+    handler = grpc.unary_unary_rpc_method_handler(
+        Servicer().Get,
+        request_deserializer=bytes,
+        response_serializer=availability_pb2.GetAvailabilityResponse.SerializeToString,
+    )
+    table = RpcHandlers(Metrics())
+    table.add_registered_method_handlers("t.S", {"Get": handler})
+    wrapped = table.wrapped["/t.S/Get"]
+    assert wrapped.response_serializer is None
+
+    class Context:
+        aborted: tuple[Any, ...] | None = None
+
+        def time_remaining(self) -> None:
+            return None
+
+        def code(self) -> Any:
+            return None if self.aborted is None else self.aborted[0]
+
+        async def abort_with_status(self, status: Any) -> None:
+            self.aborted = (status.code, status.details)
+            raise grpc.aio.AbortError()
+
+    assert await wrapped.unary_unary(b"bytes", Context()) == b"\x0a\x00"
+    assert await wrapped.unary_unary(b"message", Context()) == message.SerializeToString()
+    context = Context()
+    with pytest.raises(grpc.aio.AbortError):
+        await wrapped.unary_unary(b"refuse", context)
+    assert context.aborted is not None and context.aborted[0] == grpc.StatusCode.NOT_FOUND
 
 
 def test_kernels_without_jit() -> None:
