@@ -74,7 +74,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--ratio-rounds",
         type=int,
-        default=3,
+        default=7,
         help="alternating rounds of GetAvailability and the empty handler",
     )
     p.add_argument("--no-h2load", action="store_true")
