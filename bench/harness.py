@@ -408,7 +408,8 @@ def step_rates(
 
 
 def best_rate(points: Sequence[dict[str, Any]], p99_us_max: float = 1_000.0) -> float:
-    """The highest offered rate that held (stepping stops at the first miss)."""
+    """The highest offered rate up to which every step held: a miss ends it, even where a
+    later, faster step holds again (stepping itself goes on to saturation, to draw the curve)."""
     best = 0.0
     for p in points:
         if not holds(p, p99_us_max):
