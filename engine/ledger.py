@@ -1827,6 +1827,17 @@ class Ledger:
             )
         )  # fmt: skip
 
+    def availability_at(self, sku: str, node_id: str, out: np.ndarray) -> int:
+        """`availability_one` of a SKU at a node, by name (unknown names answer their status):
+        one Python call for the server's one-query read instead of three."""
+        a = self._a
+        return int(
+            atp.availability_one_at_node(
+                a["qty"], a["node_i64"], a["sku_known"], a["table"], a["pos_key"],
+                self._skus.ids.get(sku, EMPTY), self._nodes.ids.get(node_id, EMPTY), out,
+            )
+        )  # fmt: skip
+
     def availability_group_ids(
         self, sku_ids: np.ndarray, group_ids: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:

@@ -101,6 +101,10 @@ async def test_one_query_answers_as_the_columnar_path(stubs: Stubs) -> None:
         Q(sku="a", node_id="n" * 129),
         Q(sku="a", group_id="g" * 129),
         Q(sku="a", promise_by_ms=-1),
+        # Few characters, too many UTF-8 bytes (the one-query path's length shortcut).
+        Q(sku="é" * 65),
+        Q(sku="a", node_id="😀" * 33),
+        Q(sku="a", group_id="😀" * 33),
     ],
 )
 async def test_one_query_errors_as_the_columnar_path(stubs: Stubs, query: Any) -> None:

@@ -99,6 +99,9 @@ class PeerLedger:
         out[0] = qty[0]
         return int(statuses[0])
 
+    def availability_at(self, sku: str, node_id: str, out: np.ndarray) -> int:
+        return self.availability_one(self.sku_id(sku), self.node_id(node_id), out)
+
     def availability_group_ids(self, sku_ids: np.ndarray, groups: np.ndarray) -> tuple[Any, Any]:
         raise EngineError(UNSERVED)
 
