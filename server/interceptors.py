@@ -218,12 +218,14 @@ def _wrap(handler: grpc.RpcMethodHandler, series: RpcSeries) -> grpc.RpcMethodHa
             # serializer, so gRPC sends bytes as they are; `call` serializes a message answer.
             serialize = handler.response_serializer
             handler = handler._replace(response_serializer=None)
-        return handler._replace(unary_unary=_observed_unary(behavior, series, parse, serialize))
+        call = _observed_call(behavior, series, parse=parse, serialize=serialize)
+        return handler._replace(unary_unary=call)
     if handler.unary_stream is not None:
         return handler._replace(unary_stream=_observed(handler.unary_stream, series, _one(parse)))
     each = _each(parse)
     if handler.stream_unary is not None:
-        return handler._replace(stream_unary=_observed(handler.stream_unary, series, each))
+        call = _observed_call(handler.stream_unary, series, prepare=each)
+        return handler._replace(stream_unary=call)
     return handler._replace(stream_stream=_observed(handler.stream_stream, series, each))
 
 
@@ -276,36 +278,14 @@ def _each(parse: Any) -> Prepare:
 
 
 def _observed(behavior: Any, series: RpcSeries, prepare: Prepare) -> Any:
-    """The behavior, timed and counted, its request made ready by `prepare` (`_one`, `_each`;
-    None: passed as is). Keeps its shape: async generator or coroutine."""
+    """A stream-response behavior, timed and counted, its request made ready by `prepare`
+    (`_one`, `_each`; None: passed as is). Keeps its shape: an async generator, or a coroutine
+    that writes its answers with `context.write` (health's Watch, reflection)."""
+    if not inspect.isasyncgenfunction(behavior):
+        return _observed_call(behavior, series, prepare=prepare)
     clock = time.perf_counter
-    if inspect.isasyncgenfunction(behavior):
 
-        async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            started = clock()
-            series.in_flight += 1
-            code = "UNKNOWN"
-            try:
-                remaining = context.time_remaining()
-                if remaining is not None and remaining <= 0:
-                    await _deadline_exceeded(context)
-                if prepare is not None:
-                    request = prepare(request)
-                async for response in behavior(request, context):
-                    yield response
-                code = _code_name(context, "OK")
-            except MalformedMessage as exc:  # the request's, or a stream's the servicer let by
-                code = "INVALID_ARGUMENT"
-                await abort_with(context, exc.rejection, **exc.metadata)
-            except BaseException as exc:
-                code = _failure_code(context, exc)
-                raise
-            finally:
-                series.finished(code, clock() - started)
-
-        return stream
-
-    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
         started = clock()
         series.in_flight += 1
         code = "UNKNOWN"
@@ -315,9 +295,9 @@ def _observed(behavior: Any, series: RpcSeries, prepare: Prepare) -> Any:
                 await _deadline_exceeded(context)
             if prepare is not None:
                 request = prepare(request)
-            response = await behavior(request, context)
+            async for response in behavior(request, context):
+                yield response
             code = _code_name(context, "OK")
-            return response
         except MalformedMessage as exc:  # the request's, or a stream's the servicer let by
             code = "INVALID_ARGUMENT"
             await abort_with(context, exc.rejection, **exc.metadata)
@@ -327,12 +307,20 @@ def _observed(behavior: Any, series: RpcSeries, prepare: Prepare) -> Any:
         finally:
             series.finished(code, clock() - started)
 
-    return call
+    return stream
 
 
-def _observed_unary(behavior: Any, series: RpcSeries, parse: Any, serialize: Any) -> Any:
-    """A unary-unary behavior, timed and counted, its request parsed by `parse` (None: passed as
-    is) and a message answer serialized by `serialize` (None: gRPC's serializer does it).
+def _observed_call(
+    behavior: Any,
+    series: RpcSeries,
+    *,
+    parse: Any = None,
+    prepare: Prepare = None,
+    serialize: Any = None,
+) -> Any:
+    """A unary-response behavior (a coroutine), timed and counted: a unary request parsed by
+    `parse`, or a request stream made ready by `prepare` (`_each`), and a message answer
+    serialized by `serialize` (None: gRPC's serializer does it, or the answer is bytes).
 
     A servicer method decorated with `unary` is called undecorated (`unary_of`), its errors
     answered here by the same `answer_error`: one coroutine less per call. On this path each
@@ -357,6 +345,8 @@ def _observed_unary(behavior: Any, series: RpcSeries, parse: Any, serialize: Any
                         request = parse(request)
                     except Exception as exc:
                         raise MalformedMessage(parse, exc) from None
+                elif prepare is not None:
+                    request = prepare(request)
                 response = await behavior(request, context)
             except Exception as exc:
                 await answer_error(context, exc)
