@@ -653,9 +653,10 @@ def test_line_and_heap_compaction_keep_every_reservation_intact() -> None:
 
 
 def test_one_query_read_answers_as_the_columnar_read() -> None:
-    """`Ledger.availability_one` (the one-query kernel on the state's arrays) gives each query the
-    status and quantities `availability_ids` gives it: known positions, SKUs known elsewhere,
-    unknown and out-of-range ids, a disabled node, and buckets other than on-hand."""
+    """`Ledger.availability_one` (the one-query kernel on the state's arrays; `availability_at` by
+    name) gives each query the status and quantities `availability_ids` gives it: known
+    positions, SKUs known elsewhere, unknown and out-of-range ids, a disabled node, and buckets
+    other than on-hand."""
     import numpy as np
 
     ledger = ledger_with({("s1", "A"): 10, ("s2", "B"): 4, ("s3", "C"): 7}, nodes=("A", "B", "C"))
@@ -676,6 +677,14 @@ def test_one_query_read_answers_as_the_columnar_read() -> None:
         assert (status, out[0].tolist()) == (int(statuses[k]), qty[k].tolist()), (s, n)
         seen.add(status)
     assert qty[0].tolist() == [10, 3, 0, 0, 2, 0, 5]  # s1 at A: every bucket read
+    # `availability_at`, by name, answers as `availability_one` of the names' ids.
+    for sku in ("s1", "s2", "s3", "nope", ""):
+        for node in ("A", "B", "C", "nope", ""):
+            want = ledger.availability_one(ledger.sku_id(sku), ledger.node_id(node), out)
+            want_row = out[0].tolist()
+            out[:] = -9
+            assert ledger.availability_at(sku, node, out) == want, (sku, node)
+            assert out[0].tolist() == want_row, (sku, node)
     assert seen == {
         LineStatus.OK,
         LineStatus.UNKNOWN_SKU,
