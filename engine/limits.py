@@ -12,6 +12,7 @@ __all__ = [
     "GROUPS_MAX",
     "GROUP_NODES_MAX",
     "ID_BYTES_MAX",
+    "ID_CHARS_SURELY_OK",
     "IDS_REMEMBERED_MAX",
     "IDS_WINDOW_MS",
     "NODES_MAX",
@@ -28,6 +29,9 @@ __all__ = [
 QTY_MAX = 1_000_000_000
 # SKU, node, group, reservation and request ids are strings of at most this many UTF-8 bytes.
 ID_BYTES_MAX = 128
+# An id of at most this many characters is at most ID_BYTES_MAX bytes whatever they are (≤ 4
+# UTF-8 bytes each): checks test its length first and encode only longer ones.
+ID_CHARS_SURELY_OK = ID_BYTES_MAX // 4
 # Lines in one request (one reservation, one adjust call, one availability call).
 REQUEST_LINES_MAX = 10_000
 # Lines one engine batch may carry in total (the sequencer splits beyond this).

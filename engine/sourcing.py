@@ -85,16 +85,12 @@ def _check_id(value: object, field: str) -> Rejection | None:
     return None
 
 
-# A str of at most this many characters is at most ID_BYTES_MAX bytes in UTF-8.
-_ID_CHARS_SAFE = limits.ID_BYTES_MAX // 4
-
-
 def _id_ok(value: object) -> bool:
     """`_check_id(value) is None`, without building the field name (the hot path)."""
     return (
         isinstance(value, str)
         and value != ""
-        and (len(value) <= _ID_CHARS_SAFE or len(value.encode()) <= limits.ID_BYTES_MAX)
+        and (len(value) <= limits.ID_CHARS_SURELY_OK or len(value.encode()) <= limits.ID_BYTES_MAX)
     )
 
 

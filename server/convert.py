@@ -148,7 +148,7 @@ def check_ids(values: Sequence[str], field: str, *, required: bool = True) -> No
     when every id is fine; the Python loop only finds the culprit."""
     if not values:
         return
-    if (not required or all(values)) and max(map(len, values)) * 4 <= limits.ID_BYTES_MAX:
+    if (not required or all(values)) and max(map(len, values)) <= limits.ID_CHARS_SURELY_OK:
         return
     for i, value in enumerate(values):
         check_id(value, f"{field}[{i}]", required=required)

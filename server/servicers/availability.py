@@ -42,10 +42,6 @@ _ZERO = (0, 0, 0, 0, 0, 0, 0)
 _ON_HAND, _RESERVED, _ALLOCATED, _SAFETY, _UNAVAILABLE, _INBOUND, _AVAILABLE = range(7)
 _GROUP_NETWORK = -1
 _OK = int(LineStatus.OK)
-# An id of 1..this many characters passes `check_id` whatever they are (≤ 4 UTF-8 bytes each):
-# the one-query path calls it only for the others (the empty, the long), which it refuses or
-# measures.
-_ID_CHARS_SURELY_OK = limits.ID_BYTES_MAX // 4
 
 
 def journal_seq(app: Any) -> int:
@@ -202,14 +198,14 @@ class AvailabilityServicer(availability_pb2_grpc.AvailabilityServiceServicer):
         # Each Python call here costs several times its in-process price in the server (cold
         # caches; bench/README.md, "sweep"), so the usual case makes as few as it can.
         sku = query.sku
-        if not 0 < len(sku) <= _ID_CHARS_SURELY_OK:
+        if not 0 < len(sku) <= limits.ID_CHARS_SURELY_OK:  # else check_id refuses or measures
             check_id(sku, "queries[0].sku")
         scope = query.WhichOneof("scope")
         node_id = query.node_id if scope == "node_id" else ""
         group_id = query.group_id if scope == "group_id" else ""
         if scope is not None:
             scope_id = node_id or group_id
-            if not 0 < len(scope_id) <= _ID_CHARS_SURELY_OK:
+            if not 0 < len(scope_id) <= limits.ID_CHARS_SURELY_OK:
                 check_id(scope_id, f"queries[0].{scope}")
         promise_by_ms = query.promise_by_ms
         if promise_by_ms:
