@@ -41,6 +41,8 @@ def test_limits_are_enforced() -> None:
         run_open_loop("127.0.0.1:1", EMPTY_METHOD, [b""], 10, 10_000)
     with pytest.raises(ValueError, match="payloads"):
         run_open_loop("127.0.0.1:1", EMPTY_METHOD, [], 10, 1)
+    with pytest.raises(ValueError, match="transport"):
+        run_open_loop("127.0.0.1:1", EMPTY_METHOD, [b""], 10, 1, transport="carrier-pigeon")
 
 
 def test_payload_file_round_trip(tmp_path: Path) -> None:
@@ -61,8 +63,11 @@ def empty_server() -> Iterator[str]:
         stop(proc)
 
 
-def test_open_loop_sends_the_schedule(empty_server: str) -> None:
-    result = run_open_loop(empty_server, EMPTY_METHOD, [b"a", b"b"], 400, 1.0, processes=2)
+@pytest.mark.parametrize("transport", ["h2", "grpcio"])
+def test_open_loop_sends_the_schedule(empty_server: str, transport: str) -> None:
+    result = run_open_loop(
+        empty_server, EMPTY_METHOD, [b"a", b"b"], 400, 1.0, processes=2, transport=transport
+    )
     assert result.requests_scheduled == result.sent == 400
     assert result.ok == 400 and result.errors == {}
     assert 0 < result.latency_us["p50"] <= result.latency_us["p99"] <= result.latency_us["max"]
@@ -70,8 +75,9 @@ def test_open_loop_sends_the_schedule(empty_server: str) -> None:
     assert result.achieved_rate_per_s > 200
 
 
-def test_errors_are_counted_by_code(empty_server: str) -> None:
-    result = run_open_loop(empty_server, "/no.Such/Method", [b""], 100, 0.5)
+@pytest.mark.parametrize("transport", ["h2", "grpcio"])
+def test_errors_are_counted_by_code(empty_server: str, transport: str) -> None:
+    result = run_open_loop(empty_server, "/no.Such/Method", [b""], 100, 0.5, transport=transport)
     assert result.ok == 0
     assert result.errors == {"UNIMPLEMENTED": 50}
 
