@@ -5,8 +5,9 @@ An empty-handler server — grpc.aio on uvloop, the real server's options (messa
 answers an empty message, no interceptors — pinned to one core (`taskset -c 0`). Driven by
 (a) the open-loop Python workers on the other core, stepping the rate until p99 passes 1 ms, and
 (b) `h2load` when available (`OMNISTOCK_H2LOAD` or PATH): a closed loop with 32 streams in flight,
-whose rate is the saturation rate of the server (h2load costs ~40 µs of client CPU per call,
-the Python workers ~200-400 µs, so only h2load can saturate a Python server from one core).
+whose rate is the saturation rate of the server (h2load costs ~40-60 µs of client CPU per
+call, the Python workers ~120 µs, so h2load is the one to saturate a Python server from one
+core).
 
 The request is a real one-query GetAvailability payload, so the bytes on the wire match the
 `sweep` scenario's; `sweep` compares its GetAvailability saturation to this rate.
@@ -71,7 +72,7 @@ def measure(
     payload: bytes,
     rates: list[float],
 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    """Open-loop steps with the `--client` (h2load when found, else the Python workers), then
+    """Open-loop steps with the `--client` (the Python workers unless `--client h2load`), then
     the h2load closed-loop saturation."""
 
     def one(rate: float) -> Any:

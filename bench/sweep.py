@@ -6,9 +6,9 @@ starts on a data directory seeded with the bench workload (`bench/workload.py`: 
 snapshot. Open-loop load generators (`bench/loadgen.py`) on the other core then step the
 offered rate (×1.4 per step) for three series until p99 passes 1 ms:
 
-- `GetAvailability` (unary, one SKU at one node) with `--client`: h2load (the default when it is
-  found; one-client processes at ≤ 100/s each, latency from the intended send time) or the
-  Python workers,
+- `GetAvailability` (unary, one SKU at one node) with `--client`: the Python workers (the
+  default; bare HTTP/2, `bench/h2wire.py`) or h2load (one-client processes at ≤ 100/s each,
+  latency from the intended send time),
 - `Reserve` (unary, carts of 1–3 lines, fresh reservation ids every step; Python workers),
 - the peak-sale mix (60 % GetAvailability, 20 % FindNearby, 15 % Reserve, 5 % Commit/Release;
   Python workers).
@@ -108,8 +108,8 @@ def spec_of(args: argparse.Namespace) -> Any:
 
 def series_runner(target: str, net: Any, series: str, args: argparse.Namespace, label: str):
     """A `rate -> loadgen Result` function for one series (fresh reservation ids per step).
-    GetAvailability goes through `--client` (h2load by default when found: each h2load client
-    process replays one of the generated queries); Reserve and the mix always use the Python
+    GetAvailability goes through `--client` (the Python workers by default; with h2load each
+    client process replays one of the generated queries); Reserve and the mix always use the Python
     workers, because h2load sends the same body on every request and a reserve needs a fresh
     reservation id each time (a replayed Reserve is an idempotent replay, not a reservation)."""
     from bench.loadgen import run_open_loop

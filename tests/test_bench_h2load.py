@@ -119,7 +119,8 @@ def test_client_choice(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     fake = tmp_path / "h2load"
     fake.write_text("#!/bin/sh\n")
     fake.chmod(0o755)
-    assert latency_client(argparse.Namespace(client=None)) == "h2load"
+    assert latency_client(argparse.Namespace(client="h2load")) == "h2load"
+    assert latency_client(argparse.Namespace(client=None)) == "python"  # found, not the default
 
 
 @pytest.fixture(scope="module")
