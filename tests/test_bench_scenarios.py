@@ -68,6 +68,15 @@ def test_sweep_quick(tmp_path: Path) -> None:
         assert _figure(data, f"{key}_peak_ok_per_s") > 0
     _points(data, {"omnistock availability", "omnistock reserve", "omnistock mix"})
     assert data["durability"] == "sync" and data["positions"] > 0
+    # One step per series at half its saturation (without h2load: its most answers/s swept).
+    for key, series in (("get_availability", "availability"), ("reserve", "reserve"),
+                        ("mix", "mix")):  # fmt: skip
+        p99 = _figure(data, f"{key}_p99_at_half_saturation_us")
+        (half,) = [p for p in data["points"] if p["system"] == f"omnistock {series} @ 50 %"]
+        swept = max(p["ok_per_s"] for p in data["points"] if p["system"] == f"omnistock {series}")
+        assert half["p99_us"] == p99 and half["saturation_per_s"] == swept
+        assert half["offered_per_s"] == round(0.5 * swept)
+        assert data["targets"][f"{key}_p99_at_half_saturation_us"]["op"] == "<="
 
 
 def test_sweep_ratio_rounds_alternate(tmp_path: Path) -> None:
