@@ -6,8 +6,9 @@
 
 Same workload, same request bytes, same steps (×1.4 from `--rate-start`), each mode on a fresh
 data directory and a fresh server (`taskset -c 0`), Python open-loop workers on CPU 1. Reported
-per mode: the highest offered rate holding p99 < 1 ms and the most successful reserves/s in a
-step.
+per mode: the highest offered rate holding p99 < 1 ms, the most successful reserves/s in a step
+(the mode's saturation), and the p99 of one step at exactly half that rate on the same server
+(after an uncounted warm-up step at it), as `sweep` does for its series.
 
     python -m bench durability --json durability.json --plot durability.png
     python -m bench durability --quick --json /tmp/d.json      # seconds (tests)
@@ -21,7 +22,14 @@ from typing import Any
 
 from bench.common import Figure, finish
 from bench.harness import ServerRun, best_rate, peak_achieved, seed_data_dir, workdir, write_outputs
-from bench.sweep import P99_US_MAX, add_sweep_arguments, quick, spec_of, sweep_server
+from bench.sweep import (
+    P99_US_MAX,
+    add_sweep_arguments,
+    half_saturation_steps,
+    quick,
+    spec_of,
+    sweep_server,
+)
 
 MODES = ("sync", "async", "none")
 
@@ -42,7 +50,18 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, An
             net = seed_data_dir(data, spec_of(args))
             with ServerRun.omnistock(data, mode) as server:
                 points = sweep_server(server.target, net, args, mode, ["reserve"])["reserve"]
+                saturation = {"reserve": (peak_achieved(points), "most answers/s in the sweep")}
+                half = half_saturation_steps(server.target, net, args, saturation, mode)
         all_points += points
+        if "reserve" in half:
+            point = half["reserve"]
+            all_points.append(point)
+            figures.append(
+                Figure(f"reserve_p99_at_half_saturation_us_{mode}", point["p99_us"], "µs",
+                       target=P99_US_MAX, at_least=False,
+                       note=f"one step at {point['offered_per_s']:,.0f}/s = 50 % of "
+                       f"{point['saturation_per_s']:,.0f}/s")
+            )  # fmt: skip
         figures += [
             Figure(f"reserve_p99_under_1ms_per_s_{mode}", best_rate(points, P99_US_MAX), "req/s",
                    note="highest offered rate holding p99 < 1 ms"),

@@ -167,7 +167,11 @@ HALF = 0.5  # the target's "at >= 50 % of saturation"
 
 
 def half_saturation_steps(
-    target: str, net: Any, args: argparse.Namespace, saturation: dict[str, tuple[float, str]]
+    target: str,
+    net: Any,
+    args: argparse.Namespace,
+    saturation: dict[str, tuple[float, str]],
+    label: str = "omnistock",
 ) -> dict[str, dict[str, Any]]:
     """One step per series at exactly half its saturation rate (after one uncounted warm-up
     step at that rate), on a fresh server: the direct test of the p99 target, where the swept
@@ -178,9 +182,9 @@ def half_saturation_steps(
         if sat <= 0:
             continue
         rate = round(HALF * sat)
-        label = f"omnistock {s} @ 50 %"
-        (point,) = step_rates(series_runner(target, net, s, args, "half"), label, [rate],
-                              P99_US_MAX, warm_up=not args.quick)  # fmt: skip
+        (point,) = step_rates(series_runner(target, net, s, args, f"{label}-half"),
+                              f"{label} {s} @ 50 %", [rate], P99_US_MAX,
+                              warm_up=not args.quick)  # fmt: skip
         point["saturation_per_s"] = sat
         point["saturation_source"] = source
         out[s] = point

@@ -192,7 +192,11 @@ def test_durability_quick(tmp_path: Path) -> None:
     data = _run(tmp_path, "durability")
     for mode in ("sync", "async", "none"):
         _figure(data, f"reserve_p99_under_1ms_per_s_{mode}")
-        assert _figure(data, f"reserve_peak_ok_per_s_{mode}") > 0
+        peak = _figure(data, f"reserve_peak_ok_per_s_{mode}")
+        assert peak > 0
+        (half,) = [p for p in data["points"] if p["system"] == f"{mode} reserve @ 50 %"]
+        assert half["offered_per_s"] == round(0.5 * peak)
+        assert _figure(data, f"reserve_p99_at_half_saturation_us_{mode}") == half["p99_us"]
     _points(data, {"sync reserve", "async reserve", "none reserve"})
 
 
