@@ -7,8 +7,8 @@
 Same workload, same request bytes, same steps (×1.4 from `--rate-start`), each mode on a fresh
 data directory and a fresh server (`taskset -c 0`), Python open-loop workers on CPU 1. Reported
 per mode: the highest offered rate holding p99 < 1 ms, the most successful reserves/s in a step
-(the mode's saturation), and the p99 of one step at exactly half that rate on the same server
-(after an uncounted warm-up step at it), as `sweep` does for its series.
+(the mode's saturation), and the p99 of one step at exactly half that rate on a fresh server
+on the same data (after an uncounted warm-up step at it), as `sweep` does for its series.
 
     python -m bench durability --json durability.json --plot durability.png
     python -m bench durability --quick --json /tmp/d.json      # seconds (tests)
@@ -50,7 +50,10 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, An
             net = seed_data_dir(data, spec_of(args))
             with ServerRun.omnistock(data, mode) as server:
                 points = sweep_server(server.target, net, args, mode, ["reserve"])["reserve"]
-                saturation = {"reserve": (peak_achieved(points), "most answers/s in the sweep")}
+            # A fresh server (recovering the sweep's journal), as in `sweep`: not one still
+            # digesting the overload of the last steps.
+            saturation = {"reserve": (peak_achieved(points), "most answers/s in the sweep")}
+            with ServerRun.omnistock(data, mode) as server:
                 half = half_saturation_steps(server.target, net, args, saturation, mode)
         all_points += points
         if "reserve" in half:
