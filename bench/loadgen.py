@@ -397,6 +397,37 @@ class _Socket:
         self.sock.close()
 
 
+class _Share:
+    """A worker's share of the schedule: slots worker, worker + P, worker + 2P, … of the run,
+    each with its payload (in order, wrapping around) and method."""
+
+    def __init__(self, job: dict[str, Any]) -> None:
+        self.worker, self.processes = job["worker"], job["processes"]
+        self.interval = self.processes / job["rate_per_s"]  # this worker's slots are P apart
+        self.count = len(range(self.worker, job["requests"], self.processes))
+        self.payloads: list[bytes] = job["payloads"]
+        self.names: list[str] = job["method_names"]
+        self.method_index: list[int] | None = job["method_index"]
+        # The worker's first due time, on its own perf_counter clock.
+        self.t0 = (
+            time.perf_counter() + (job["start_wall"] - time.time())
+            + self.worker / job["rate_per_s"]
+        )  # fmt: skip
+
+    def slot(self, k: int) -> tuple[bytes, int]:
+        """The payload and method index of this worker's k-th request."""
+        i = (self.worker + k * self.processes) % len(self.payloads)
+        return self.payloads[i], self.method_index[i] if self.method_index else 0
+
+    def warm_up(self) -> list[tuple[bytes, int]]:
+        """One request of each method, to send before the schedule starts."""
+        out = []
+        for m in range(len(self.names)):
+            k = self.method_index.index(m) if self.method_index else self.worker
+            out.append((self.payloads[k % len(self.payloads)], m))
+        return out
+
+
 def _h2_worker(job: dict[str, Any]) -> dict[str, Any]:
     """The worker on a bare HTTP/2 connection (`bench/h2wire.py`), driven by one `select` loop:
     it sleeps until the next due request or an answer, with µs timeouts (asyncio's loops round
@@ -406,12 +437,8 @@ def _h2_worker(job: dict[str, Any]) -> dict[str, Any]:
     from bench import h2wire
 
     _tight_timer_slack()
-    worker, processes = job["worker"], job["processes"]
-    interval = processes / job["rate_per_s"]  # this worker's slots are P apart
-    count = len(range(worker, job["requests"], processes))
-    payloads: list[bytes] = job["payloads"]
-    names: list[str] = job["method_names"]
-    method_index: list[int] | None = job["method_index"]
+    share = _Share(job)
+    names = share.names
     hist = HdrHistogram(1, LATENCY_US_MAX, 3)
     hists = [HdrHistogram(1, LATENCY_US_MAX, 3) for _ in names] if len(names) > 1 else []
     errors: dict[str, int] = {}
@@ -447,19 +474,17 @@ def _h2_worker(job: dict[str, Any]) -> dict[str, Any]:
         conn.start()
         deadline = perf() + DEADLINE_S
         # Connect and warm each call path so the first due request does not pay for it.
-        for m in range(len(names)):
-            k = method_index.index(m) if method_index else worker % len(payloads)
-            conn.call(m, payloads[k], None)
-            while answers["warm"] <= m and conn.closed is None and perf() < deadline:
+        for n, (payload, m) in enumerate(share.warm_up(), 1):
+            conn.call(m, payload, None)
+            while answers["warm"] < n and conn.closed is None and perf() < deadline:
                 pump(deadline - perf())
         if answers["warm"] < len(names):
             raise ConnectionError(f"{job['target']}: no answer to the warm-up calls")
-        t0 = perf() + (job["start_wall"] - time.time()) + worker / job["rate_per_s"]
+        t0, interval, count = share.t0, share.interval, share.count
         while (left := t0 - perf()) > 0:
             pump(left)
         cpu0 = _cpu_s()
         wall0 = perf()
-        n_payloads = len(payloads)
         k = sent = 0
         lag_max = 0.0
         while k < count:
@@ -471,9 +496,8 @@ def _h2_worker(job: dict[str, Any]) -> dict[str, Any]:
                     errors["CLIENT_BACKLOG"] = errors.get("CLIENT_BACKLOG", 0) + 1
                 else:
                     sent += 1
-                    i = (worker + k * processes) % n_payloads
-                    m = method_index[i] if method_index else 0
-                    conn.call(m, payloads[i], (due, m))
+                    payload, m = share.slot(k)
+                    conn.call(m, payload, (due, m))
                 k += 1
                 due = t0 + k * interval
             if k < count:
@@ -504,27 +528,21 @@ def _h2_worker(job: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _worker_main(job: dict[str, Any]) -> dict[str, Any]:
-    worker, processes = job["worker"], job["processes"]
-    interval = processes / job["rate_per_s"]  # this worker's slots are P apart
-    count = len(range(worker, job["requests"], processes))
-    payloads: list[bytes] = job["payloads"]
-    names: list[str] = job["method_names"]
-    method_index: list[int] | None = job["method_index"]
+    share = _Share(job)
+    names = share.names
     rec = _Recorder(len(names))
     perf = time.perf_counter
     async with contextlib.AsyncExitStack() as stack:
         send, warm, cancel = await _grpcio_sender(job, rec, stack)
         # Warm each call path so the first due request does not pay for it.
-        for m in range(len(names)):
-            k = method_index.index(m) if method_index else worker % len(payloads)
-            await warm(payloads[k], m)
-        t0 = perf() + (job["start_wall"] - time.time()) + worker / job["rate_per_s"]
+        for payload, m in share.warm_up():
+            await warm(payload, m)
+        t0, interval, count = share.t0, share.interval, share.count
         delay = t0 - perf()
         if delay > 0.002:
             await asyncio.sleep(delay - 0.002)
         cpu0 = _cpu_s()
         wall0 = perf()
-        n_payloads = len(payloads)
         state = {"k": 0, "sent": 0, "lag_max": 0.0}
 
         def send_due() -> bool:
@@ -541,8 +559,8 @@ async def _worker_main(job: dict[str, Any]) -> dict[str, Any]:
                 else:
                     rec.in_flight += 1
                     state["sent"] += 1
-                    i = (worker + k * processes) % n_payloads
-                    send(payloads[i], method_index[i] if method_index else 0, due)
+                    payload, m = share.slot(k)
+                    send(payload, m, due)
                 k += 1
             state["k"] = k
             return k >= count
