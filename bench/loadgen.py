@@ -250,7 +250,8 @@ TRANSPORTS = ("h2", "grpcio")
 
 
 class _Recorder:
-    """A worker's answers: counts, errors by status name, latency histograms from the due time."""
+    """A worker's answers: counts, errors by name, latency histograms from the due time; and
+    the report it sends the parent."""
 
     def __init__(self, methods: int) -> None:
         from hdrh.histogram import HdrHistogram
@@ -258,12 +259,10 @@ class _Recorder:
         self.hist = HdrHistogram(1, LATENCY_US_MAX, 3)
         self.hists = [HdrHistogram(1, LATENCY_US_MAX, 3) for _ in range(methods)]
         self.errors: dict[str, int] = {}
-        self.ok = self.answered = self.in_flight = 0
-        self.sent_all = False
-        self.all_done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.ok = self.answered = 0
 
-    def error(self, name: str) -> None:
-        self.errors[name] = self.errors.get(name, 0) + 1
+    def error(self, name: str, count: int = 1) -> None:
+        self.errors[name] = self.errors.get(name, 0) + count
 
     def answer(self, due: float, m: int, error: str | None) -> None:
         if error is None:
@@ -275,49 +274,23 @@ class _Recorder:
         if len(self.hists) > 1:
             self.hists[m].record_value(latency_us)
         self.answered += 1
-        self.in_flight -= 1
-        if self.in_flight == 0 and self.sent_all and not self.all_done.done():
-            self.all_done.set_result(None)
 
-
-async def _grpcio_sender(job: dict[str, Any], rec: _Recorder, stack: Any) -> Any:
-    """`send(payload, m, due)` through a `grpc.aio` channel (gRPC's own client)."""
-    import grpc
-
-    metadata = tuple(job["metadata"]) if job["metadata"] else None
-    channel = await stack.enter_async_context(
-        grpc.aio.insecure_channel(job["target"], options=[("grpc.use_local_subchannel_pool", 1)])
-    )
-    await asyncio.wait_for(channel.channel_ready(), DEADLINE_S)
-    calls = [
-        channel.unary_unary(m, request_serializer=None, response_deserializer=None)
-        for m in job["method_names"]
-    ]
-    tasks: set[asyncio.Task[None]] = set()
-
-    async def one(payload: bytes, m: int, due: float) -> None:
-        try:
-            await calls[m](payload, metadata=metadata, timeout=DEADLINE_S)
-            error = None
-        except grpc.aio.AioRpcError as exc:
-            error = exc.code().name
-        rec.answer(due, m, error)
-
-    def send(payload: bytes, m: int, due: float) -> None:
-        task = asyncio.create_task(one(payload, m, due))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-
-    async def cancel() -> None:
-        for task in list(tasks):
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def warm(payload: bytes, m: int) -> None:
-        with contextlib.suppress(grpc.aio.AioRpcError):
-            await calls[m](payload, metadata=metadata, timeout=DEADLINE_S)
-
-    return send, warm, cancel
+    def report(
+        self, sent: int, wall0: float, send_end: float, end: float, lag_max_s: float, cpu_s: float
+    ) -> dict[str, Any]:
+        return {
+            "sent": sent,
+            "ok": self.ok,
+            "answered": self.answered,
+            "errors": self.errors,
+            "wall0": wall0,
+            "send_s": send_end - wall0,
+            "elapsed_s": end - wall0,
+            "lag_max_us": lag_max_s * 1e6,
+            "cpu_s": cpu_s,
+            "histogram": self.hist.encode().decode(),
+            "histograms": [h.encode().decode() for h in self.hists] if len(self.hists) > 1 else [],
+        }
 
 
 def _status_names() -> dict[int, str]:
@@ -432,35 +405,22 @@ def _h2_worker(job: dict[str, Any]) -> dict[str, Any]:
     """The worker on a bare HTTP/2 connection (`bench/h2wire.py`), driven by one `select` loop:
     it sleeps until the next due request or an answer, with µs timeouts (asyncio's loops round
     sleeps to milliseconds, and a timerfd woke 0.3 ms late on the project's VMs)."""
-    from hdrh.histogram import HdrHistogram
-
     from bench import h2wire
 
     _tight_timer_slack()
     share = _Share(job)
     names = share.names
-    hist = HdrHistogram(1, LATENCY_US_MAX, 3)
-    hists = [HdrHistogram(1, LATENCY_US_MAX, 3) for _ in names] if len(names) > 1 else []
-    errors: dict[str, int] = {}
+    rec = _Recorder(len(names))
     status_names = _status_names()
     perf = time.perf_counter
-    answers = {"ok": 0, "answered": 0, "warm": 0}
+    warm = {"answered": 0}
 
     def on_done(token: Any, code: int) -> None:
         if token is None:  # a warm-up call
-            answers["warm"] += 1
+            warm["answered"] += 1
             return
         due, m = token
-        latency_us = min(max(1, int((perf() - due) * 1e6)), LATENCY_US_MAX)
-        hist.record_value(latency_us)
-        if hists:
-            hists[m].record_value(latency_us)
-        if code == 0:
-            answers["ok"] += 1
-        else:
-            name = status_names.get(code, f"STATUS_{code}")
-            errors[name] = errors.get(name, 0) + 1
-        answers["answered"] += 1
+        rec.answer(due, m, None if code == 0 else status_names.get(code, f"STATUS_{code}"))
 
     sock = _Socket(job["target"])
     conn = h2wire.Connection(sock.write, job["target"], names, on_done, job["metadata"], DEADLINE_S)
@@ -476,9 +436,9 @@ def _h2_worker(job: dict[str, Any]) -> dict[str, Any]:
         # Connect and warm each call path so the first due request does not pay for it.
         for n, (payload, m) in enumerate(share.warm_up(), 1):
             conn.call(m, payload, None)
-            while answers["warm"] < n and conn.closed is None and perf() < deadline:
+            while warm["answered"] < n and conn.closed is None and perf() < deadline:
                 pump(deadline - perf())
-        if answers["warm"] < len(names):
+        if warm["answered"] < len(names):
             raise ConnectionError(f"{job['target']}: no answer to the warm-up calls")
         t0, interval, count = share.t0, share.interval, share.count
         while (left := t0 - perf()) > 0:
@@ -493,7 +453,7 @@ def _h2_worker(job: dict[str, Any]) -> dict[str, Any]:
             while due <= now and k < count:
                 lag_max = max(lag_max, now - due)
                 if conn.in_flight >= IN_FLIGHT_MAX:
-                    errors["CLIENT_BACKLOG"] = errors.get("CLIENT_BACKLOG", 0) + 1
+                    rec.error("CLIENT_BACKLOG")
                 else:
                     sent += 1
                     payload, m = share.slot(k)
@@ -507,43 +467,55 @@ def _h2_worker(job: dict[str, Any]) -> dict[str, Any]:
         while conn.in_flight and not sock.eof and (left := drain_end - perf()) > 0:
             pump(left)
         if conn.in_flight:
-            errors["CLIENT_DRAIN_TIMEOUT"] = conn.in_flight
+            rec.error("CLIENT_DRAIN_TIMEOUT", conn.in_flight)
         end = perf()
         cpu = _cpu_s() - cpu0
     finally:
         sock.close()
-    return {
-        "sent": sent,
-        "ok": answers["ok"],
-        "answered": answers["answered"],
-        "errors": errors,
-        "wall0": wall0,
-        "send_s": send_end - wall0,
-        "elapsed_s": end - wall0,
-        "lag_max_us": lag_max * 1e6,
-        "cpu_s": cpu,
-        "histogram": hist.encode().decode(),
-        "histograms": [h.encode().decode() for h in hists],
-    }
+    return rec.report(sent, wall0, send_end, end, lag_max, cpu)
 
 
 async def _worker_main(job: dict[str, Any]) -> dict[str, Any]:
+    """The worker on a `grpc.aio` channel (gRPC's own client), woken by a timerfd."""
+    import grpc
+
     share = _Share(job)
-    names = share.names
-    rec = _Recorder(len(names))
+    rec = _Recorder(len(share.names))
     perf = time.perf_counter
-    async with contextlib.AsyncExitStack() as stack:
-        send, warm, cancel = await _grpcio_sender(job, rec, stack)
+    metadata = tuple(job["metadata"]) if job["metadata"] else None
+    tasks: set[asyncio.Task[None]] = set()
+    state = {"k": 0, "sent": 0, "in_flight": 0, "lag_max": 0.0, "sent_all": False}
+    all_done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    async with grpc.aio.insecure_channel(
+        job["target"], options=[("grpc.use_local_subchannel_pool", 1)]
+    ) as channel:
+        await asyncio.wait_for(channel.channel_ready(), DEADLINE_S)
+        calls = [
+            channel.unary_unary(m, request_serializer=None, response_deserializer=None)
+            for m in share.names
+        ]
         # Warm each call path so the first due request does not pay for it.
         for payload, m in share.warm_up():
-            await warm(payload, m)
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                await calls[m](payload, metadata=metadata, timeout=DEADLINE_S)
+
+        async def one(payload: bytes, m: int, due: float) -> None:
+            try:
+                await calls[m](payload, metadata=metadata, timeout=DEADLINE_S)
+                error = None
+            except grpc.aio.AioRpcError as exc:
+                error = exc.code().name
+            rec.answer(due, m, error)
+            state["in_flight"] -= 1
+            if state["in_flight"] == 0 and state["sent_all"] and not all_done.done():
+                all_done.set_result(None)
+
         t0, interval, count = share.t0, share.interval, share.count
         delay = t0 - perf()
         if delay > 0.002:
             await asyncio.sleep(delay - 0.002)
         cpu0 = _cpu_s()
         wall0 = perf()
-        state = {"k": 0, "sent": 0, "lag_max": 0.0}
 
         def send_due() -> bool:
             """Send every request due by now; True when the schedule is finished."""
@@ -554,41 +526,33 @@ async def _worker_main(job: dict[str, Any]) -> dict[str, Any]:
                 if due > now:
                     break
                 state["lag_max"] = max(state["lag_max"], now - due)
-                if rec.in_flight >= IN_FLIGHT_MAX:
+                if state["in_flight"] >= IN_FLIGHT_MAX:
                     rec.error("CLIENT_BACKLOG")
                 else:
-                    rec.in_flight += 1
+                    state["in_flight"] += 1
                     state["sent"] += 1
                     payload, m = share.slot(k)
-                    send(payload, m, due)
+                    task = asyncio.create_task(one(payload, m, due))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
                 k += 1
             state["k"] = k
             return k >= count
 
         await _run_schedule(send_due, t0, interval)
-        rec.sent_all = True
+        state["sent_all"] = True
         send_end = perf()
-        if rec.in_flight:
+        if state["in_flight"]:
             try:
-                await asyncio.wait_for(asyncio.shield(rec.all_done), DRAIN_S_MAX)
+                await asyncio.wait_for(asyncio.shield(all_done), DRAIN_S_MAX)
             except TimeoutError:
-                rec.errors["CLIENT_DRAIN_TIMEOUT"] = rec.in_flight
-                await cancel()
+                rec.error("CLIENT_DRAIN_TIMEOUT", state["in_flight"])
+                for task in list(tasks):
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
         end = perf()
         cpu = _cpu_s() - cpu0
-    return {
-        "sent": state["sent"],
-        "ok": rec.ok,
-        "answered": rec.answered,
-        "errors": rec.errors,
-        "wall0": wall0,
-        "send_s": send_end - wall0,
-        "elapsed_s": end - wall0,
-        "lag_max_us": state["lag_max"] * 1e6,
-        "cpu_s": cpu,
-        "histogram": rec.hist.encode().decode(),
-        "histograms": [h.encode().decode() for h in rec.hists] if len(names) > 1 else [],
-    }
+    return rec.report(state["sent"], wall0, send_end, end, state["lag_max"], cpu)
 
 
 def _worker_entry(job: dict[str, Any], conn: Any) -> None:
