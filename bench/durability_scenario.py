@@ -25,6 +25,7 @@ from bench.harness import ServerRun, best_rate, peak_achieved, seed_data_dir, wo
 from bench.sweep import (
     P99_US_MAX,
     add_sweep_arguments,
+    half_figure,
     half_saturation_steps,
     quick,
     spec_of,
@@ -59,12 +60,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, An
         if "reserve" in half:
             point = half["reserve"]
             all_points.append(point)
-            figures.append(
-                Figure(f"reserve_p99_at_half_saturation_us_{mode}", point["p99_us"], "µs",
-                       target=P99_US_MAX, at_least=False,
-                       note=f"one step at {point['offered_per_s']:,.0f}/s = 50 % of "
-                       f"{point['saturation_per_s']:,.0f}/s")
-            )  # fmt: skip
+            figures.append(half_figure(f"reserve_p99_at_half_saturation_us_{mode}", point))
         figures += [
             Figure(f"reserve_p99_under_1ms_per_s_{mode}", best_rate(points, P99_US_MAX), "req/s",
                    note="highest offered rate holding p99 < 1 ms"),

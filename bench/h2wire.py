@@ -99,8 +99,8 @@ def _string(s: str) -> bytes:
 def header_block(
     authority: str, path: str, metadata: Sequence[tuple[str, str]] = (), timeout_s: float = 5.0
 ) -> bytes:
-    """A gRPC request's header block, HPACK-encoded with literals that are never indexed, so
-    it is the same bytes on every request (the encoder's dynamic table stays empty)."""
+    """A gRPC request's header block, HPACK-encoded as literals without indexing, so it is the
+    same bytes on every request (the encoder's dynamic table stays empty)."""
     block = b"\x83\x86"  # :method POST, :scheme http (static table 3 and 6)
     block += _hpack_int(4, 4) + _string(path)  # :path, name from static entry 4
     block += _hpack_int(1, 4) + _string(authority)  # :authority, static entry 1

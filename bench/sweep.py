@@ -191,6 +191,20 @@ def half_saturation_steps(
     return out
 
 
+def half_figure(name: str, point: dict[str, Any]) -> Figure:
+    """The p99 of a `half_saturation_steps` point against the 1 ms target."""
+    return Figure(
+        name,
+        point["p99_us"],
+        "µs",
+        target=P99_US_MAX,
+        at_least=False,
+        note=f"one step at {point['offered_per_s']:,.0f}/s = 50 % of "
+        f"{point['saturation_per_s']:,.0f}/s ({point['saturation_source']}); "
+        f"{'held' if holds(point, P99_US_MAX) else 'did not hold'}",
+    )
+
+
 def availability_payload(net: Any) -> bytes:
     from bench.workload import OpKind
 
@@ -322,18 +336,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, An
         extra["h2load"] = {"rounds": rounds}
     for s, point in half.items():
         all_points.append(point)
-        figures.append(
-            Figure(
-                f"{names[s]}_p99_at_half_saturation_us",
-                point["p99_us"],
-                "µs",
-                target=P99_US_MAX,
-                at_least=False,
-                note=f"one step at {point['offered_per_s']:,.0f}/s = 50 % of "
-                f"{point['saturation_per_s']:,.0f}/s ({point['saturation_source']}); "
-                f"{'held' if holds(point, P99_US_MAX) else 'did not hold'}",
-            )
-        )
+        figures.append(half_figure(f"{names[s]}_p99_at_half_saturation_us", point))
     payload = finish("sweep", figures, args.json, None, extra=extra, argv=argv)
     write_outputs(payload, all_points, args, f"sweep (durability {args.durability})")
     return payload
