@@ -177,7 +177,8 @@ async def test_wall_clock_expiry_wakes_the_writer(journal: Journal) -> None:
     await seq.close()
 
 
-async def test_fsync_failure_fails_batch_and_stops_writes(journal: Journal) -> None:
+@pytest.mark.parametrize("lane", ["express", "writer"])
+async def test_fsync_failure_fails_batch_and_stops_writes(journal: Journal, lane: str) -> None:
     ledger = Ledger()
     failures: list[BaseException] = []
     seq = await _started(ledger, journal, on_failure=failures.append)
@@ -188,8 +189,12 @@ async def test_fsync_failure_fails_batch_and_stops_writes(journal: Journal) -> N
         raise OSError(5, "disk gone")
 
     journal.commit = broken  # type: ignore[method-assign]
+    reserve = Reserve("r1", (Line("sku", "n1", 1),), 60_000)
     with pytest.raises(SequencerFailed) as info:
-        await seq.submit(Reserve("r1", (Line("sku", "n1", 1),), 60_000))
+        if lane == "express":
+            await seq.submit(reserve)
+        else:
+            await seq.submit_many([reserve])
     assert info.value.code == "INTERNAL" and "disk gone" in str(info.value)
     assert len(failures) == 1 and isinstance(failures[0], OSError)
     with pytest.raises(SequencerFailed):
@@ -284,9 +289,93 @@ async def test_writes_ready_a_turn_later_join_the_batch(
     async def caller(k: int) -> object:
         for _ in range(k % 2):  # half of the handlers get to submit one loop turn later
             await asyncio.sleep(0)
-        return await seq.submit(Commit(f"x{k}"))
+        # submit_many: the writer's path (a lone `submit` to an idle writer takes the express
+        # lane, tested below).
+        return await seq.submit_many([Commit(f"x{k}")])
 
     await asyncio.gather(*(caller(k) for k in range(10)))
     # With the writer yielding first, the late half joins the same batch (one fsync).
     assert seq.stats().batches - before == (1 if yields else 2)
     await seq.close()
+
+
+# --- the express lane -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("durability", ["sync", "async", "none"])
+async def test_express_lane_applies_a_lone_submit_as_its_own_batch(
+    tmp_path: Path, durability: str
+) -> None:
+    """A submit to an idle writer is applied, journaled and answered without the writer task;
+    commands that arrive while an express batch waits for its fsync queue for the writer, which
+    applies them after it: the journal, the hooks and the answers keep one order."""
+    with Journal.open(tmp_path / "journal", durability) as journal:
+        ledger = Ledger()
+        seq = await _started(ledger, journal)
+        await asyncio.sleep(0.01)  # the writer is idle, waiting for work
+        journaled: list[tuple[int, list[str]]] = []
+        answered: list[str] = []
+        seq.journaled_hook = lambda seq_no, payload, now_ms: journaled.append(
+            (seq_no, [c.reservation_id for c in _decode(payload).commands])
+        )
+        before = seq.stats()
+
+        async def caller(k: int) -> None:
+            result = await seq.submit(Reserve(f"e{k}", (Line("sku", "n1", 1),), 60_000))
+            answered.append(result.reservation.reservation_id)
+
+        await asyncio.gather(*(caller(k) for k in range(5)))
+        stats = seq.stats()
+        assert stats.express - before.express == (1 if durability == "sync" else 5)
+        # sync: e0 took the lane and e1..e4 waited for the writer (one batch after e0's fsync);
+        # otherwise every lone submit was applied at once.
+        expected = (
+            [["e0"], ["e1", "e2", "e3", "e4"]]
+            if durability == "sync"
+            else [[f"e{k}"] for k in range(5)]
+        )
+        assert [ids for _, ids in journaled] == expected
+        seqs = [s for s, _ in journaled]
+        assert seqs == list(range(seqs[0], seqs[0] + len(expected)))
+        assert answered == [f"e{k}" for k in range(5)]
+        assert stats.batches - before.batches == len(expected)
+        assert stats.queued_commands == 0
+        entries = _entries(journal)[-len(expected) :]
+        assert [[c.reservation_id for c in e.commands] for e in entries] == expected
+        assert ledger.get_reservation("e4").state == ReservationState.HELD
+        await seq.close()
+
+
+async def test_express_batch_outlives_its_cancelled_caller(journal: Journal) -> None:
+    """A caller that gives up while its express batch waits for the fsync cancels only its own
+    wait: the batch is applied and journaled already, so it is made durable, its hooks run and
+    the writer goes on after it."""
+    ledger = Ledger()
+    seq = await _started(ledger, journal)
+    await asyncio.sleep(0.01)
+    journaled: list[int] = []
+    seq.journaled_hook = lambda seq_no, payload, now_ms: journaled.append(seq_no)
+    first = asyncio.ensure_future(seq.submit(Reserve("c0", (Line("sku", "n1", 1),), 60_000)))
+    await asyncio.sleep(0)  # c0 is applied and waits for its fsync
+    assert ledger.get_reservation("c0").state == ReservationState.HELD
+    later = asyncio.ensure_future(seq.submit(Reserve("c1", (Line("sku", "n1", 1),), 60_000)))
+    first.cancel()
+    assert (await later).reservation.state == ReservationState.HELD
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert journaled == [journaled[0], journaled[0] + 1]  # c0's batch, then c1's
+    assert journal.synced_seq >= journaled[-1]
+    assert seq.stats().queued_commands == 0
+    await seq.close()
+
+
+async def test_close_waits_for_an_express_batch(journal: Journal) -> None:
+    seq = await _started(Ledger(), journal)
+    await asyncio.sleep(0.01)
+    journaled: list[int] = []
+    seq.journaled_hook = lambda seq_no, payload, now_ms: journaled.append(seq_no)
+    pending = asyncio.ensure_future(seq.submit(Reserve("w", (Line("sku", "n1", 1),), 60_000)))
+    await asyncio.sleep(0)  # applied, waiting for its fsync
+    await seq.close()
+    assert journaled == [journal.last_seq]  # made durable and hooked before close returned
+    assert (await pending).reservation.state == ReservationState.HELD
