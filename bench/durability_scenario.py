@@ -50,12 +50,12 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, An
             data = Path(tmp) / "data"
             net = seed_data_dir(data, spec_of(args))
             with ServerRun.omnistock(data, mode) as server:
-                points = sweep_server(server.target, net, args, mode, ["reserve"])["reserve"]
+                points = sweep_server(server, net, args, mode, ["reserve"])["reserve"]
             # A fresh server (recovering the sweep's journal), as in `sweep`: not one still
             # digesting the overload of the last steps.
             saturation = {"reserve": (peak_achieved(points), "most answers/s in the sweep")}
             with ServerRun.omnistock(data, mode) as server:
-                half = half_saturation_steps(server.target, net, args, saturation, mode)
+                half = half_saturation_steps(server, net, args, saturation, mode)
         all_points += points
         if "reserve" in half:
             point = half["reserve"]

@@ -65,7 +65,7 @@ def start_floor_server(directory: Path, cpu: int | None = SERVER_CPU) -> ServerR
 
 
 def measure(
-    target: str,
+    server: ServerRun,
     args: argparse.Namespace,
     label: str,
     method: str,
@@ -75,10 +75,12 @@ def measure(
     """Open-loop steps with the `--client` (the Python workers unless `--client h2load`), then
     the h2load closed-loop saturation."""
 
+    target = server.target
+
     def one(rate: float) -> Any:
         return unary_open_loop(target, method, [payload], rate, args)
 
-    points = step_rates(one, label, rates, warm_up=not args.quick)
+    points = step_rates(one, label, rates, warm_up=not args.quick, server_cpu_s=server.cpu_s)
     closed = None
     if not args.no_h2load:
         closed = h2load_closed(target, method, payload, args.h2load_requests, cpu=CLIENT_CPU)
@@ -97,7 +99,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, An
         args.processes = 1
     rates = geometric_rates(args.rate_start, args.rate_max, 1.5)
     with workdir("floor") as tmp, start_floor_server(Path(tmp)) as server:
-        points, closed = measure(server.target, args, "grpc-floor", EMPTY_METHOD, PAYLOAD, rates)
+        points, closed = measure(server, args, "grpc-floor", EMPTY_METHOD, PAYLOAD, rates)
     sat_py = peak_achieved(points)
     figures = [
         Figure("floor_p99_under_1ms_per_s", best_rate(points), "req/s",

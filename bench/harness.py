@@ -382,6 +382,7 @@ def step_rates(
     log: Callable[[str], None] = print,
     p99_stop_us: float | None = None,
     warm_up: bool = True,
+    server_cpu_s: Callable[[], float] | None = None,
 ) -> list[dict[str, Any]]:
     """Run `run_one(rate)` for increasing rates. Past the first step that misses p99 <
     `p99_us_max`, keep stepping (to draw the curve up to saturation) until a step is saturated
@@ -390,17 +391,30 @@ def step_rates(
 
     With `warm_up`, one step at the first rate runs first and is not counted: the first
     seconds after a server starts (connections, first-touch memory, cold code paths) are
-    slower than any later step, on the empty handler as much as on the engine."""
+    slower than any later step, on the empty handler as much as on the engine.
+
+    `server_cpu_s` (`ServerRun.cpu_s`): each point also gets `server_cpu_us_per_call`, the
+    server process's CPU (every thread) over the step per call answered."""
     stop_us = 50 * p99_us_max if p99_stop_us is None else p99_stop_us
     points: list[dict[str, Any]] = []
     over = 0
     if warm_up and rates:
         log(f"  {system}: warm-up, not counted: {run_one(rates[0]).summary()}")
     for rate in rates:
+        cpu_before = server_cpu_s() if server_cpu_s is not None else 0.0
         r = run_one(rate)
         point = result_point(system, r)
+        if server_cpu_s is not None:
+            answered = r.ok + sum(r.errors.values())
+            point["server_cpu_us_per_call"] = round(
+                (server_cpu_s() - cpu_before) / max(1, answered) * 1e6, 1
+            )
         points.append(point)
-        log(f"  {system}: {r.summary()}")
+        cpu = point.get("server_cpu_us_per_call")
+        log(
+            f"  {system}: {r.summary()}"
+            + ("" if cpu is None else f"; server CPU {cpu:,.0f} µs/call")
+        )
         if saturated(point) or point["p99_us"] > stop_us:
             over += 1
             if over > keep_going:
@@ -439,7 +453,7 @@ def geometric_rates(start: float, stop: float, factor: float) -> list[float]:
 def points_table(points: Sequence[dict[str, Any]]) -> str:
     head = (
         "| system | offered/s | achieved/s | p50 µs | p90 µs | p99 µs | p99.9 µs | errors "
-        "| client CPU |\n|---|---:|---:|---:|---:|---:|---:|---|---|"
+        "| client CPU | server CPU µs/call |\n|---|---:|---:|---:|---:|---:|---:|---|---|---:|"
     )
     rows = [head]
     for p in points:
@@ -447,10 +461,12 @@ def points_table(points: Sequence[dict[str, Any]]) -> str:
         cpu = " ".join(f"{u:.0%}" for u in p["client_cpu_util"])
         if p.get("client") == "h2load":
             cpu = f"h2load {cpu}"
+        server_cpu = p.get("server_cpu_us_per_call")
+        server_cpu = "—" if server_cpu is None else f"{server_cpu:,.0f}"
         rows.append(
             f"| {p['system']} | {p['offered_per_s']:,.0f} | {p['achieved_per_s']:,.0f} "
             f"| {p['p50_us']:,.0f} | {p['p90_us']:,.0f} | {p['p99_us']:,.0f} "
-            f"| {p['p999_us']:,.0f} | {errs} | {cpu} |"
+            f"| {p['p999_us']:,.0f} | {errs} | {cpu} | {server_cpu} |"
         )
     return "\n".join(rows)
 

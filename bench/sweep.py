@@ -151,14 +151,15 @@ def series_runner(target: str, net: Any, series: str, args: argparse.Namespace, 
 
 
 def sweep_server(
-    target: str, net: Any, args: argparse.Namespace, label: str, series: list[str]
+    server: ServerRun, net: Any, args: argparse.Namespace, label: str, series: list[str]
 ) -> dict[str, list[dict[str, Any]]]:
     rates = geometric_rates(args.rate_start, args.rate_max, args.factor)
     out = {}
     for s in series:
         print(f"{label} {s}: stepping {rates[0]:,.0f}..{rates[-1]:,.0f}/s")
-        points = step_rates(series_runner(target, net, s, args, label), f"{label} {s}", rates,
-                            P99_US_MAX, warm_up=not args.quick)  # fmt: skip
+        points = step_rates(series_runner(server.target, net, s, args, label), f"{label} {s}",
+                            rates, P99_US_MAX, warm_up=not args.quick,
+                            server_cpu_s=server.cpu_s)  # fmt: skip
         out[s] = points
     return out
 
@@ -167,7 +168,7 @@ HALF = 0.5  # the target's "at >= 50 % of saturation"
 
 
 def half_saturation_steps(
-    target: str,
+    server: ServerRun,
     net: Any,
     args: argparse.Namespace,
     saturation: dict[str, tuple[float, str]],
@@ -182,9 +183,9 @@ def half_saturation_steps(
         if sat <= 0:
             continue
         rate = round(HALF * sat)
-        (point,) = step_rates(series_runner(target, net, s, args, f"{label}-half"),
+        (point,) = step_rates(series_runner(server.target, net, s, args, f"{label}-half"),
                               f"{label} {s} @ 50 %", [rate], P99_US_MAX,
-                              warm_up=not args.quick)  # fmt: skip
+                              warm_up=not args.quick, server_cpu_s=server.cpu_s)  # fmt: skip
         point["saturation_per_s"] = sat
         point["saturation_source"] = source
         out[s] = point
@@ -261,7 +262,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, An
         net = seed_data_dir(data, spec_of(args))
         extra["positions"] = net.positions_count
         with ServerRun.omnistock(data, args.durability) as server:
-            by_series = sweep_server(server.target, net, args, "omnistock", series)
+            by_series = sweep_server(server, net, args, "omnistock", series)
         rounds = None
         half: dict[str, dict[str, Any]] = {}
         if not args.no_h2load and find_h2load() is not None:
@@ -287,7 +288,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, An
                     "h2load closed loop",
                 )
             with ServerRun.omnistock(data, args.durability) as server:
-                half = half_saturation_steps(server.target, net, args, saturation)
+                half = half_saturation_steps(server, net, args, saturation)
     names = {"availability": "get_availability", "reserve": "reserve", "mix": "mix"}
     for s, points in by_series.items():
         all_points += points

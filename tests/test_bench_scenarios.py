@@ -45,20 +45,27 @@ def _figure(data: dict[str, Any], key: str) -> float:
     return float(value)
 
 
-def _points(data: dict[str, Any], systems: set[str]) -> None:
+def _points(data: dict[str, Any], systems: set[str], server_cpu: bool = False) -> None:
+    """`server_cpu`: every step measured the server process's CPU per call (a Python server
+    handles a call with at least some tens of µs of CPU, and no more than the step's wall time
+    per call)."""
     points = data["points"]
     assert points and {p["system"] for p in points} >= systems
     for p in points:
         assert p["offered_per_s"] > 0 and p["ok"] > 0
         assert 0 < p["p50_us"] <= p["p99_us"] <= p["max_us"]
+        if server_cpu:
+            assert 10 < p["server_cpu_us_per_call"] < 1e6 / p["offered_per_s"] * 5, p
     assert data["table_md"].startswith("| system |")
+    if server_cpu:
+        assert "| server CPU µs/call |" in data["table_md"].splitlines()[0]
 
 
 def test_grpc_floor_quick(tmp_path: Path) -> None:
     data = _run(tmp_path, "grpc-floor")
     assert _figure(data, "floor_saturation_per_s") > 0
     _figure(data, "floor_p99_under_1ms_per_s")
-    _points(data, {"grpc-floor"})
+    _points(data, {"grpc-floor"}, server_cpu=True)
 
 
 def test_sweep_quick(tmp_path: Path) -> None:
@@ -66,7 +73,7 @@ def test_sweep_quick(tmp_path: Path) -> None:
     for key in ("get_availability", "reserve", "mix"):
         _figure(data, f"{key}_p99_under_1ms_per_s")
         assert _figure(data, f"{key}_peak_ok_per_s") > 0
-    _points(data, {"omnistock availability", "omnistock reserve", "omnistock mix"})
+    _points(data, {"omnistock availability", "omnistock reserve", "omnistock mix"}, server_cpu=True)
     assert data["durability"] == "sync" and data["positions"] > 0
     # One step per series at half its saturation (without h2load: its most answers/s swept).
     for key, series in (("get_availability", "availability"), ("reserve", "reserve"),
@@ -197,7 +204,7 @@ def test_durability_quick(tmp_path: Path) -> None:
         (half,) = [p for p in data["points"] if p["system"] == f"{mode} reserve @ 50 %"]
         assert half["offered_per_s"] == round(0.5 * peak)
         assert _figure(data, f"reserve_p99_at_half_saturation_us_{mode}") == half["p99_us"]
-    _points(data, {"sync reserve", "async reserve", "none reserve"})
+    _points(data, {"sync reserve", "async reserve", "none reserve"}, server_cpu=True)
 
 
 def test_replicas_small(tmp_path: Path) -> None:
