@@ -505,8 +505,8 @@ class Sequencer:
     async def _express(self, command: Command) -> Outcome:
         """`submit` while the writer waits for work and nothing is queued: apply and journal
         the command as a batch of its own now, as the writer would, without waking the writer
-        task and yielding to the loop on the way (a unary Reserve's server CPU: 386 → 334 µs
-        with durability none; bench/README.md, "The express lane").
+        task and yielding to the loop on the way (~35 µs less server CPU per unary Reserve with
+        durability none, 10–20 µs with sync; bench/README.md, "The express lane").
 
         `sync`: the fsync is awaited as the writer's is; until it is done the lane is closed and
         the writer waits for it before its next batch, so batches stay durable and answered in

@@ -145,10 +145,15 @@ async def test_expired_deadline_is_dropped_not_applied(journal: Journal) -> None
     await seq.close()
 
 
-async def test_holds_expire_without_traffic(journal: Journal) -> None:
+@pytest.mark.parametrize("durability", ["sync", "none"])
+async def test_holds_expire_without_traffic(tmp_path: Path, durability: str) -> None:
+    """The hold is made in the express lane (the writer idle): its expiry still arms the idle
+    writer's timer, in both the lane's forms (fsync awaited or not)."""
+    journal = Journal.open(tmp_path / "journal", durability)
     clock = {"ms": 1_000_000}
     ledger = Ledger()
     seq = await _started(ledger, journal, clock_ms=lambda: clock["ms"])
+    await asyncio.sleep(0.01)  # the writer is idle, waiting for work
     result = await seq.submit(Reserve("r", (Line("sku", "n1", 5),), 1_000))
     assert result.reservation.state == ReservationState.HELD
     entries_before = len(_entries(journal))
@@ -165,7 +170,9 @@ async def test_holds_expire_without_traffic(journal: Journal) -> None:
     assert len(entries) == entries_before + 1
     assert entries[-1].commands == () and entries[-1].now_ms == clock["ms"]
     assert seq.stats().ticks == 1
+    assert seq.stats().express >= 1
     await seq.close()
+    journal.close()
 
 
 async def test_wall_clock_expiry_wakes_the_writer(journal: Journal) -> None:
