@@ -58,9 +58,10 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, An
                 half = half_saturation_steps(server, net, args, saturation, mode)
         all_points += points
         if "reserve" in half:
-            point = half["reserve"]
-            all_points.append(point)
-            figures.append(half_figure(f"reserve_p99_at_half_saturation_us_{mode}", point))
+            all_points += half["reserve"]
+            figures.append(
+                half_figure(f"reserve_p99_at_half_saturation_us_{mode}", half["reserve"])
+            )
         figures += [
             Figure(f"reserve_p99_under_1ms_per_s_{mode}", best_rate(points, P99_US_MAX), "req/s",
                    note="highest offered rate holding p99 < 1 ms"),

@@ -75,14 +75,18 @@ def test_sweep_quick(tmp_path: Path) -> None:
         assert _figure(data, f"{key}_peak_ok_per_s") > 0
     _points(data, {"omnistock availability", "omnistock reserve", "omnistock mix"}, server_cpu=True)
     assert data["durability"] == "sync" and data["positions"] > 0
-    # One step per series at half its saturation (without h2load: its most answers/s swept).
+    # Three steps per series at half its saturation (without h2load: its most answers/s swept);
+    # the figure is the median of their p99s.
     for key, series in (("get_availability", "availability"), ("reserve", "reserve"),
                         ("mix", "mix")):  # fmt: skip
         p99 = _figure(data, f"{key}_p99_at_half_saturation_us")
-        (half,) = [p for p in data["points"] if p["system"] == f"omnistock {series} @ 50 %"]
+        halves = [p for p in data["points"] if p["system"] == f"omnistock {series} @ 50 %"]
         swept = max(p["ok_per_s"] for p in data["points"] if p["system"] == f"omnistock {series}")
-        assert half["p99_us"] == p99 and half["saturation_per_s"] == swept
-        assert half["offered_per_s"] == round(0.5 * swept)
+        assert len(halves) == 3
+        assert p99 == sorted(p["p99_us"] for p in halves)[1]
+        for half in halves:
+            assert half["saturation_per_s"] == swept
+            assert half["offered_per_s"] == round(0.5 * swept)
         assert data["targets"][f"{key}_p99_at_half_saturation_us"]["op"] == "<="
 
 
@@ -201,9 +205,10 @@ def test_durability_quick(tmp_path: Path) -> None:
         _figure(data, f"reserve_p99_under_1ms_per_s_{mode}")
         peak = _figure(data, f"reserve_peak_ok_per_s_{mode}")
         assert peak > 0
-        (half,) = [p for p in data["points"] if p["system"] == f"{mode} reserve @ 50 %"]
-        assert half["offered_per_s"] == round(0.5 * peak)
-        assert _figure(data, f"reserve_p99_at_half_saturation_us_{mode}") == half["p99_us"]
+        halves = [p for p in data["points"] if p["system"] == f"{mode} reserve @ 50 %"]
+        assert len(halves) == 3 and {p["offered_per_s"] for p in halves} == {round(0.5 * peak)}
+        p99 = _figure(data, f"reserve_p99_at_half_saturation_us_{mode}")
+        assert p99 == sorted(p["p99_us"] for p in halves)[1]
     _points(data, {"sync reserve", "async reserve", "none reserve"}, server_cpu=True)
 
 
