@@ -181,7 +181,7 @@ def half_saturation_steps(
     args: argparse.Namespace,
     saturation: dict[str, tuple[float, str]],
     label: str = "omnistock",
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, list[dict[str, Any]]]:
     """`args.half_steps` steps per series at exactly half its saturation rate (after one
     uncounted warm-up step at that rate), on a fresh server: the direct test of the p99 target,
     where the swept steps (×1.4 apart) land anywhere from 50 % to 70 % of it. Saturation:
@@ -207,8 +207,8 @@ def half_saturation_steps(
 
 def half_figure(name: str, points: list[dict[str, Any]]) -> Figure:
     """The median p99 of a series' `half_saturation_steps` against the 1 ms target (of an
-    even count, the lower middle one)."""
-    median = sorted(points, key=lambda p: p["p99_us"])[(len(points) - 1) // 2]
+    even count, the higher of the middle two: the figure never flatters)."""
+    median = sorted(points, key=lambda p: p["p99_us"])[len(points) // 2]
     p99s = ", ".join(f"{p['p99_us']:,.0f}" for p in points)
     held = sum(holds(p, P99_US_MAX) for p in points)
     return Figure(
