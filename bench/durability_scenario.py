@@ -7,8 +7,9 @@
 Same workload, same request bytes, same steps (×1.4 from `--rate-start`), each mode on a fresh
 data directory and a fresh server (`taskset -c 0`), Python open-loop workers on CPU 1. Reported
 per mode: the highest offered rate holding p99 < 1 ms, the most successful reserves/s in a step
-(the mode's saturation), and the p99 of one step at exactly half that rate on a fresh server
-on the same data (after an uncounted warm-up step at it), as `sweep` does for its series.
+(the mode's saturation), and the median p99 of `--half-steps` (3) steps at exactly half that
+rate on a fresh server on the same data (after an uncounted warm-up step at it), as `sweep`
+does for its series.
 
     python -m bench durability --json durability.json --plot durability.png
     python -m bench durability --quick --json /tmp/d.json      # seconds (tests)

@@ -294,16 +294,15 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, An
                 print(f"GetAvailability vs the empty handler: {args.ratio_rounds} rounds")
                 rounds = ratio_rounds(server, floor, availability_payload(net),
                                       args.h2load_requests, args.ratio_rounds)  # fmt: skip
+        if rounds:
+            avail_rate = statistics.median(r["get_availability"]["rate_per_s"] for r in rounds)
         if not args.no_half:
             saturation = {
                 s: (peak_achieved(points), "most answers/s in the sweep")
                 for s, points in by_series.items()
             }
             if rounds and "availability" in saturation:
-                saturation["availability"] = (
-                    statistics.median(r["get_availability"]["rate_per_s"] for r in rounds),
-                    "h2load closed loop",
-                )
+                saturation["availability"] = (avail_rate, "h2load closed loop")
             with ServerRun.omnistock(data, args.durability) as server:
                 half = half_saturation_steps(server, net, args, saturation)
     names = {"availability": "get_availability", "reserve": "reserve", "mix": "mix"}
@@ -326,7 +325,6 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, An
             )
         )
     if rounds:
-        avail_rate = statistics.median(r["get_availability"]["rate_per_s"] for r in rounds)
         floor_rate = statistics.median(r["floor"]["rate_per_s"] for r in rounds)
         ratios = [r["ratio"] for r in rounds]
         figures += [
