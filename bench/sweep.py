@@ -30,7 +30,11 @@ Last, the target itself ("p99 < 1 ms at ≥ 50 % of saturation"): on a fresh ser
 closed-loop rate above when h2load ran; Reserve and the mix: their most answers/s in the sweep),
 after one uncounted warm-up step at that rate: `<series>_p99_at_half_saturation_us` is the
 median of their p99s, rows `omnistock <series> @ 50 %` (`--no-half` skips them). The swept
-steps, ×1.4 apart, land anywhere between 50 % and 70 %.
+steps, ×1.4 apart, land anywhere between 50 % and 70 %. Each half step is followed by a control
+step: the empty handler of `grpc-floor` at the same rate with the same client (`--no-control`
+skips them), `<series>_empty_handler_p99_at_half_us`, the p99 of gRPC and of the machine alone at
+that rate and moment. And before any load, `bench/stalls.py` measures how often the machine
+itself stops a busy process (`machine_stalls_over_1ms_per_s`; `--stall-seconds`, 0 skips it).
 
     python -m bench sweep --json sweep.json --plot sweep.png
     python -m bench sweep --quick --json /tmp/s.json     # seconds (tests)
@@ -99,6 +103,17 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--half-steps", type=int, default=HALF_STEPS,
                    help="steps at exactly 50 %% of saturation per series; the figure is the "
                    "median of their p99s")  # fmt: skip
+    p.add_argument(
+        "--no-control",
+        action="store_true",
+        help="no empty-handler step after each half-saturation step",
+    )
+    p.add_argument(
+        "--stall-seconds",
+        type=float,
+        default=3.0,
+        help="probe the machine's own stalls this long first (bench/stalls.py; 0: skip)",
+    )
     p.add_argument("--processes", type=int, default=2, help="Python load processes (CPU 1)")
     add_client_argument(p)
     p.add_argument("--skus", type=int, default=10_000)
@@ -109,6 +124,7 @@ def quick(args: argparse.Namespace) -> None:
     if args.quick:
         args.duration, args.rate_start, args.rate_max = 1.0, 100.0, 150.0
         args.processes, args.skus, args.stores = 1, 500, 20
+        args.stall_seconds = min(args.stall_seconds, 0.5)
         if hasattr(args, "h2load_requests"):
             args.h2load_requests = 2_000
 
@@ -181,27 +197,48 @@ def half_saturation_steps(
     args: argparse.Namespace,
     saturation: dict[str, tuple[float, str]],
     label: str = "omnistock",
+    control: ServerRun | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """`args.half_steps` steps per series at exactly half its saturation rate (after one
     uncounted warm-up step at that rate), on a fresh server: the direct test of the p99 target,
     where the swept steps (×1.4 apart) land anywhere from 50 % to 70 % of it. Saturation:
     GetAvailability's h2load closed-loop rate when measured, else a series' most answers/s in
     the sweep. Per series, its steps in order, each with `saturation_per_s` and
-    `saturation_source`."""
+    `saturation_source`.
+
+    With `control` (grpc-floor's empty-handler server), each step is followed by one of the
+    empty handler at the same rate with the same client (its own uncounted warm-up first),
+    under `<series>_control`: gRPC's and the machine's own p99 at that rate, at that moment."""
+    from bench.grpc_floor import EMPTY_METHOD, PAYLOAD
+
+    def control_one(rate: float) -> Any:
+        assert control is not None
+        return unary_open_loop(control.target, EMPTY_METHOD, [PAYLOAD], rate, args)
+
     out: dict[str, list[dict[str, Any]]] = {}
     steps = max(1, args.half_steps)
     for s, (sat, source) in saturation.items():
         if sat <= 0:
             continue
         rate = round(HALF * sat)
-        points = step_rates(series_runner(server.target, net, s, args, f"{label}-half"),
-                            f"{label} {s} @ 50 %", [rate] * steps, P99_US_MAX, keep_going=steps,
-                            p99_stop_us=float("inf"), warm_up=not args.quick,
-                            server_cpu_s=server.cpu_s)  # fmt: skip
-        for point in points:
+        runner = series_runner(server.target, net, s, args, f"{label}-half")
+        points: list[dict[str, Any]] = []
+        controls: list[dict[str, Any]] = []
+        for i in range(steps):
+            warm_up = i == 0 and not args.quick
+            points += step_rates(runner, f"{label} {s} @ 50 %", [rate], P99_US_MAX,
+                                 p99_stop_us=float("inf"), warm_up=warm_up,
+                                 server_cpu_s=server.cpu_s)  # fmt: skip
+            if control is not None:
+                controls += step_rates(control_one, f"empty handler, {s} @ 50 %", [rate],
+                                       P99_US_MAX, p99_stop_us=float("inf"), warm_up=warm_up,
+                                       server_cpu_s=control.cpu_s)  # fmt: skip
+        for point in points + controls:
             point["saturation_per_s"] = sat
             point["saturation_source"] = source
         out[s] = points
+        if controls:
+            out[f"{s}_control"] = controls
     return out
 
 
@@ -221,6 +258,43 @@ def half_figure(name: str, points: list[dict[str, Any]]) -> Figure:
         f"{median['saturation_per_s']:,.0f}/s ({median['saturation_source']}): p99 {p99s} µs; "
         f"{held} of {len(points)} held",
     )
+
+
+def control_figure(name: str, points: list[dict[str, Any]]) -> Figure:
+    """The median p99 of the empty handler's control steps of `half_saturation_steps`: no
+    target, the reference the series' figure is read against."""
+    median = sorted(points, key=lambda p: p["p99_us"])[len(points) // 2]
+    p99s = ", ".join(f"{p['p99_us']:,.0f}" for p in points)
+    return Figure(
+        name,
+        median["p99_us"],
+        "µs",
+        note=f"the empty handler (grpc-floor's server) at the same {median['offered_per_s']:,.0f}"
+        f"/s with the same client, each step right after the series' own: p99 {p99s} µs",
+    )
+
+
+def control_server(directory: Path, args: argparse.Namespace) -> Any:
+    """grpc-floor's empty-handler server for the control steps, or a null context with
+    `--no-half` or `--no-control`."""
+    import contextlib
+
+    from bench.grpc_floor import start_floor_server
+
+    if getattr(args, "no_half", False) or args.no_control:
+        return contextlib.nullcontext()
+    return start_floor_server(directory)
+
+
+def machine_stalls(args: argparse.Namespace) -> tuple[list[Figure], dict[str, Any]]:
+    """`bench/stalls.py` for `--stall-seconds` before any load (none when 0)."""
+    if args.stall_seconds <= 0:
+        return [], {}
+    from bench.stalls import stall_figures
+
+    figures, extra = stall_figures(args.stall_seconds)
+    print("machine stalls: " + figures[0].note)
+    return figures, extra
 
 
 def availability_payload(net: Any) -> bytes:
@@ -274,6 +348,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, An
     figures: list[Figure] = []
     extra: dict[str, Any] = {"durability": args.durability}
     all_points: list[dict[str, Any]] = []
+    stall_figs, stall_extra = machine_stalls(args)
     with workdir("sweep") as tmp:
         data = Path(tmp) / "data"
         net = seed_data_dir(data, spec_of(args))
@@ -303,8 +378,11 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, An
             }
             if rounds and "availability" in saturation:
                 saturation["availability"] = (avail_rate, "h2load closed loop")
-            with ServerRun.omnistock(data, args.durability) as server:
-                half = half_saturation_steps(server, net, args, saturation)
+            with (
+                ServerRun.omnistock(data, args.durability) as server,
+                control_server(Path(tmp), args) as control,
+            ):
+                half = half_saturation_steps(server, net, args, saturation, control=control)
     names = {"availability": "get_availability", "reserve": "reserve", "mix": "mix"}
     for s, points in by_series.items():
         all_points += points
@@ -352,7 +430,13 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, An
         extra["h2load"] = {"rounds": rounds}
     for s, points in half.items():
         all_points += points
-        figures.append(half_figure(f"{names[s]}_p99_at_half_saturation_us", points))
+        if s.endswith("_control"):
+            name = names[s.removesuffix("_control")]
+            figures.append(control_figure(f"{name}_empty_handler_p99_at_half_us", points))
+        else:
+            figures.append(half_figure(f"{names[s]}_p99_at_half_saturation_us", points))
+    figures += stall_figs
+    extra.update(stall_extra)
     payload = finish("sweep", figures, args.json, None, extra=extra, argv=argv)
     write_outputs(payload, all_points, args, f"sweep (durability {args.durability})")
     return payload

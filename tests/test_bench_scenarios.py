@@ -88,6 +88,23 @@ def test_sweep_quick(tmp_path: Path) -> None:
             assert half["saturation_per_s"] == swept
             assert half["offered_per_s"] == round(0.5 * swept)
         assert data["targets"][f"{key}_p99_at_half_saturation_us"]["op"] == "<="
+        # Each half step is followed by one of the empty handler at the same rate.
+        controls = [p for p in data["points"] if p["system"] == f"empty handler, {series} @ 50 %"]
+        assert [p["offered_per_s"] for p in controls] == [p["offered_per_s"] for p in halves]
+        control = _figure(data, f"{key}_empty_handler_p99_at_half_us")
+        assert control == sorted(p["p99_us"] for p in controls)[1]
+        assert f"{key}_empty_handler_p99_at_half_us" not in data["targets"]
+    _stalls(data)
+
+
+def _stalls(data: dict[str, Any]) -> None:
+    """The machine's stall probe ran on every CPU before the load."""
+    by_cpu = data["machine_stalls"]
+    assert sorted(map(int, by_cpu)) == data["machine"]["cpus_allowed"]
+    per_s = sum(r["over_1000us_per_s"] for r in by_cpu.values())
+    assert _figure(data, "machine_stalls_over_1ms_per_s") == pytest.approx(per_s)
+    for r in by_cpu.values():
+        assert 0.4 <= r["seconds"] <= 5 and r["over_250us"] >= r["over_1000us"] >= 0
 
 
 def test_sweep_ratio_rounds_alternate(tmp_path: Path) -> None:
@@ -209,7 +226,12 @@ def test_durability_quick(tmp_path: Path) -> None:
         assert len(halves) == 3 and {p["offered_per_s"] for p in halves} == {round(0.5 * peak)}
         p99 = _figure(data, f"reserve_p99_at_half_saturation_us_{mode}")
         assert p99 == sorted(p["p99_us"] for p in halves)[1]
+        controls = [p for p in data["points"] if p["system"] == "empty handler, reserve @ 50 %"
+                    and p["offered_per_s"] == round(0.5 * peak)]  # fmt: skip
+        assert len(controls) >= 3
+        _figure(data, f"reserve_empty_handler_p99_at_half_us_{mode}")
     _points(data, {"sync reserve", "async reserve", "none reserve"}, server_cpu=True)
+    _stalls(data)
 
 
 def test_replicas_small(tmp_path: Path) -> None:
