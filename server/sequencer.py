@@ -237,7 +237,10 @@ class Sequencer:
         # own next batch, so batches are applied, made durable and answered in journal order.
         self._writer_idle = False
         self._express_done: asyncio.Future[None] | None = None
-        self._armed_expiry_ms: int | None = None  # the hold expiry the idle writer wakes for
+        # What the idle writer's timer is armed for: the earliest hold's expiry (clock ms) and the
+        # snapshotter's next due time (time.monotonic()), None when not armed for it.
+        self._armed_expiry_ms: int | None = None
+        self._armed_snapshot_at: float | None = None
         # Called after each batch is journaled and committed, before its callers are answered:
         # (journal seq, journal payload, batch now_ms). Must not block or raise (issue 6 streams).
         self.journaled_hook: Callable[[int, bytes, int], None] | None = None
@@ -284,17 +287,18 @@ class Sequencer:
         """Refuse new writes, apply everything already queued, stop the writer."""
         self._closing = True
         self._wake.set()
-        if self._express_done is not None:
-            await asyncio.shield(self._express_done)
-        if self._task is not None:
-            try:
+        try:
+            if self._express_done is not None:
+                await asyncio.shield(self._express_done)
+            if self._task is not None:
                 await self._task
-            finally:
-                self._task = None
-        for item in self._pending:
-            _fail(item, ShuttingDown("the server is shutting down"))
-        self._pending.clear()
-        self._fsync.close()
+        finally:
+            self._task = None
+            for item in self._pending:
+                _fail(item, ShuttingDown("the server is shutting down"))
+            self._pending.clear()
+            self._queued_commands = 0
+            self._fsync.close()
 
     def stats(self) -> SequencerStats:
         return SequencerStats(
@@ -385,6 +389,8 @@ class Sequencer:
                 await self._idle(loop)
             if self._express_done is not None:  # an express batch is waiting for its fsync
                 await asyncio.shield(self._express_done)
+            if self._failure is not None:  # an express batch failed: the writer stops too
+                return
             # Let the loop run what is ready first (requests already received whose handlers
             # have not submitted yet) so they join this batch: under load a batch, and so an
             # fsync, then covers more writes (bench/README.md, "Where a unary Reserve's time
@@ -397,8 +403,24 @@ class Sequencer:
             tick = due is not None and due <= now_ms
             if (items or tick) and not await self._write(loop, now_ms, items):
                 return
-            if self._snapshotter is not None:
-                self._snapshotter.poll(self.ledger, self.journal.last_seq)
+            if not self._poll_snapshotter():
+                return
+
+    def _poll_snapshotter(self) -> bool:
+        """The snapshotter's turn between batches; False if writes must stop (it raised: a bug)."""
+        if self._snapshotter is None:
+            return True
+        try:
+            self._snapshotter.poll(self.ledger, self.journal.last_seq)
+        except Exception as exc:
+            self._stop_writes([], exc, "the snapshotter failed")
+            return False
+        return True
+
+    def _snapshot_due(self) -> float | None:
+        if self._snapshotter is None:
+            return None
+        return self._snapshotter.next_due_monotonic(self.journal.last_seq)
 
     async def _idle(self, loop: asyncio.AbstractEventLoop) -> None:
         """Sleep until a command arrives, the earliest hold is due or a snapshot is due."""
@@ -406,14 +428,14 @@ class Sequencer:
         due_ms = self.ledger.next_expiry_ms()
         if due_ms is not None:
             wake_at = loop.time() + max(0, due_ms - self._clock_ms()) / 1000.0
-        if self._snapshotter is not None:
-            snap_at = self._snapshotter.next_due_monotonic(self.journal.last_seq)
-            if snap_at is not None:
-                snap_at = loop.time() + max(0.0, snap_at - time.monotonic())
-                wake_at = snap_at if wake_at is None else min(wake_at, snap_at)
+        snap_at = self._snapshot_due()
+        if snap_at is not None:
+            at = loop.time() + max(0.0, snap_at - time.monotonic())
+            wake_at = at if wake_at is None else min(wake_at, at)
         self._wake.clear()
         timer = None if wake_at is None else loop.call_at(wake_at, self._wake.set)
         self._armed_expiry_ms = due_ms
+        self._armed_snapshot_at = snap_at
         self._writer_idle = True
         try:
             await self._wake.wait()
@@ -447,8 +469,7 @@ class Sequencer:
                 return False
             if self._metrics is not None:
                 self._metrics.observe_fsync(time.perf_counter() - fsync_started)
-        self._durable(batch, payload, outcome, items, started)
-        return True
+        return self._durable(batch, payload, outcome, items, started)
 
     def _apply(self, batch: Batch, payload: bytes, items: list[_Item]) -> BatchOutcome | None:
         """Apply a batch to the ledger and append it to the journal (committed unless the mode
@@ -475,8 +496,10 @@ class Sequencer:
         outcome: BatchOutcome,
         items: list[_Item],
         started: float,
-    ) -> None:
-        """A batch is as durable as the mode promises: count it, run the hooks, answer."""
+    ) -> bool:
+        """A batch is as durable as the mode promises: count it, run the hooks, answer; False
+        if writes must stop (a hook raised, which they must not: a bug; the batch's callers are
+        still answered, their writes are durable)."""
         n_commands = len(batch.commands)
         self._batches += 1
         self._commands += n_commands
@@ -486,10 +509,14 @@ class Sequencer:
             self._ticks += 1
         if self._metrics is not None:
             self._metrics.observe_batch(n_commands, time.perf_counter() - started)
-        if self.journaled_hook is not None:
-            self.journaled_hook(self.journal.last_seq, payload, batch.now_ms)
-        if outcome.events is not None and self.events_hook is not None:
-            self.events_hook(outcome.events)
+        hook_failure = None
+        try:
+            if self.journaled_hook is not None:
+                self.journaled_hook(self.journal.last_seq, payload, batch.now_ms)
+            if outcome.events is not None and self.events_hook is not None:
+                self.events_hook(outcome.events)
+        except Exception as exc:
+            hook_failure = exc
         results = outcome.results
         offset = 0
         for item in items:
@@ -499,6 +526,10 @@ class Sequencer:
                     results[offset] if item.single else results[offset : offset + n]
                 )
             offset += n
+        if hook_failure is not None:
+            self._stop_writes([], hook_failure, "a journaled or events hook failed")
+            return False
+        return True
 
     # --- the express lane --------------------------------------------------------------------
 
@@ -522,9 +553,9 @@ class Sequencer:
         if len(payload) > ENTRY_BYTES_MAX:
             raise RequestTooLarge("the request encodes to more than a journal entry")
         started = time.perf_counter()
-        self._express_count += 1
         outcome = self._apply(batch, payload, items)
         if outcome is not None:
+            self._express_count += 1
             if self._sync:
                 # Counted against the queue's limit until answered, as a waiting command is.
                 self._queued_commands += weight
@@ -535,8 +566,7 @@ class Sequencer:
                         fsync, fsync_started, batch, payload, outcome, item, started, done
                     )
                 )
-            else:
-                self._durable(batch, payload, outcome, items, started)
+            elif self._durable(batch, payload, outcome, items, started):
                 self._after_express()
         return await future
 
@@ -560,18 +590,26 @@ class Sequencer:
                 return
             if self._metrics is not None:
                 self._metrics.observe_fsync(time.perf_counter() - fsync_started)
-            self._durable(batch, payload, outcome, [item], started)
-            self._after_express()
+            if self._durable(batch, payload, outcome, [item], started):
+                self._after_express()
+        except Exception as exc:  # a bug; a callback's exception would only be logged
+            self._stop_writes([item], exc, "the express lane failed")
         finally:
             done.set_result(None)
 
     def _after_express(self) -> None:
-        """What the writer does between batches: the snapshotter's turn, and a wake-up when the
-        batch made a hold due earlier than the idle writer's timer."""
-        if self._snapshotter is not None:
-            self._snapshotter.poll(self.ledger, self.journal.last_seq)
+        """What the writer does between batches: the snapshotter's turn; and a wake-up when the
+        batch made a hold or a snapshot due earlier than the idle writer's timer is armed for
+        (the writer then re-arms it). Both are compared in their own clock, exactly, so a batch
+        that changes neither wakes nothing."""
+        if not self._poll_snapshotter():
+            return
         due = self.ledger.next_expiry_ms()
         if due is not None and (self._armed_expiry_ms is None or due < self._armed_expiry_ms):
+            self._wake.set()
+            return
+        snap = self._snapshot_due()
+        if snap is not None and (self._armed_snapshot_at is None or snap < self._armed_snapshot_at):
             self._wake.set()
 
     async def _split(
@@ -595,6 +633,7 @@ class Sequencer:
             _fail(item, error)
         self._pending.clear()
         self._queued_commands = 0
+        self._wake.set()  # an idle writer wakes and stops
         if self._on_failure is not None:
             self._on_failure(exc)
 

@@ -386,3 +386,128 @@ async def test_close_waits_for_an_express_batch(journal: Journal) -> None:
     await seq.close()
     assert journaled == [journal.last_seq]  # made durable and hooked before close returned
     assert (await pending).reservation.state == ReservationState.HELD
+
+
+class _IntervalSnapshots:
+    """The snapshotter's two hooks with `Snapshotter`'s timing rules (due `interval_s` after
+    the last snapshot once the journal moved on; asked for at once when `wanted`), saving
+    instantly: the seqs it saved at, and every poll."""
+
+    def __init__(self, last_seq: int, interval_s: float) -> None:
+        self.last_seq, self.last_at, self.interval_s = last_seq, time.monotonic(), interval_s
+        self.wanted = False
+        self.saved: list[int] = []
+        self.polls: list[int] = []
+
+    def next_due_monotonic(self, journal_seq: int) -> float | None:
+        if self.wanted:
+            return 0.0
+        return None if journal_seq <= self.last_seq else self.last_at + self.interval_s
+
+    def poll(self, ledger: Ledger, journal_seq: int) -> None:
+        self.polls.append(journal_seq)
+        due = self.next_due_monotonic(journal_seq)
+        if due is not None and due <= time.monotonic():
+            self.saved.append(journal_seq)
+            self.last_seq, self.last_at, self.wanted = journal_seq, time.monotonic(), False
+
+
+@pytest.mark.parametrize("lane", ["express", "writer"])
+async def test_a_write_arms_the_idle_writers_snapshot_timer(journal: Journal, lane: str) -> None:
+    """A snapshot just taken, the writer idle with no timer (nothing changed): one write, then
+    silence. The interval snapshot still comes, from whichever lane applied the write."""
+    seq = Sequencer(Ledger(), journal, queue_commands_max=100)
+    seq.start()
+    await seq.submit_many([UpsertNodes((NodeSpec("n1"),))])
+    snapshots = _IntervalSnapshots(journal.last_seq, 0.2)
+    seq._snapshotter = snapshots
+    seq.wake()
+    await asyncio.sleep(0.05)  # idle again, armed for nothing
+    write = SetOnHand("soh", (StockCount("sku", "n1", 5, 1),))
+    express_before = seq.stats().express
+    await (seq.submit(write) if lane == "express" else seq.submit_many([write]))
+    assert seq.stats().express - express_before == (lane == "express")
+    deadline = time.monotonic() + 3.0
+    while not snapshots.saved:
+        assert time.monotonic() < deadline, "no snapshot after the interval"
+        await asyncio.sleep(0.02)
+    assert snapshots.saved == [journal.last_seq]
+    await seq.close()
+
+
+@pytest.mark.parametrize("failure", ["engine", "fsync"])
+async def test_a_failed_express_batch_stops_the_writer_too(
+    journal: Journal, failure: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After an express batch fails, the writer applies, journals, hooks and snapshots nothing
+    more, though a hold falls due and a snapshot is asked for: the ledger may be half applied
+    (engine) or ahead of the journal (fsync)."""
+    import engine.persistence.journal as journal_module
+
+    clock = {"ms": 1_000_000}
+    ledger = Ledger()
+    failures: list[BaseException] = []
+    snapshots = _IntervalSnapshots(0, 3_600)
+    seq = await _started(ledger, journal, clock_ms=lambda: clock["ms"],
+                         on_failure=failures.append, snapshotter=snapshots)  # fmt: skip
+    journaled: list[int] = []
+    seq.journaled_hook = lambda seq_no, payload, now_ms: journaled.append(seq_no)
+    await seq.submit(Reserve("r0", (Line("sku", "n1", 1),), 1_000))
+    await asyncio.sleep(0.02)  # the writer idle, its timer armed for r0's expiry
+    if failure == "engine":
+
+        def broken(batch: Batch) -> None:
+            raise RuntimeError("kernel bug")
+
+        monkeypatch.setattr(ledger, "apply_batch", broken)
+    else:
+
+        def eio(fd: int) -> None:
+            raise OSError(5, "EIO")
+
+        monkeypatch.setattr(journal_module, "_fdatasync", eio)
+    with pytest.raises(SequencerFailed):
+        await seq.submit(Reserve("r1", (Line("sku", "n1", 1),), 60_000))
+    monkeypatch.undo()
+    last_seq, hooked, polls = journal.last_seq, len(journaled), len(snapshots.polls)
+    clock["ms"] += 2_000  # r0 is due
+    snapshots.wanted = True  # and a snapshot is asked for
+    seq.wake()
+    await asyncio.sleep(0.1)
+    assert ledger.get_reservation("r0").state == ReservationState.HELD  # no expiry tick
+    assert journal.last_seq == last_seq and len(journaled) == hooked
+    assert len(snapshots.polls) == polls and not snapshots.saved
+    assert len(failures) == 1
+    await seq.close()
+    assert "omnistock-fsync" not in {t.name for t in threading.enumerate()}
+
+
+@pytest.mark.parametrize("lane", ["express", "writer"])
+@pytest.mark.parametrize("durability", ["sync", "none"])
+async def test_a_raising_hook_answers_its_batch_then_stops_writes(
+    tmp_path: Path, lane: str, durability: str
+) -> None:
+    """Hooks must not raise; one that does (a bug) still lets its batch's callers have their
+    answers (the batch is durable), then writes stop as after any internal error, and close()
+    finishes its work."""
+    journal = Journal.open(tmp_path / "journal", durability)
+    failures: list[BaseException] = []
+    seq = await _started(Ledger(), journal, on_failure=failures.append)
+    await asyncio.sleep(0.02)
+
+    def hook(seq_no: int, payload: bytes, now_ms: int) -> None:
+        raise ValueError("hook bug")
+
+    seq.journaled_hook = hook
+    write = Reserve("r", (Line("sku", "n1", 1),), 60_000)
+    if lane == "express":
+        answer = await asyncio.wait_for(seq.submit(write), 2.0)
+    else:
+        (answer,) = await asyncio.wait_for(seq.submit_many([write]), 2.0)
+    assert answer.reservation.state == ReservationState.HELD
+    assert len(failures) == 1 and "hook bug" in str(failures[0])
+    with pytest.raises(SequencerFailed):
+        await asyncio.wait_for(seq.submit(Commit("r")), 2.0)
+    await asyncio.wait_for(seq.close(), 2.0)
+    assert "omnistock-fsync" not in {t.name for t in threading.enumerate()}
+    journal.close()
