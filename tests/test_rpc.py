@@ -842,13 +842,27 @@ async def test_transfer_ship_receive_cancel(stubs: Stubs) -> None:
     assert shipped.results[0].quantities.on_hand == 4
     assert shipped.results[1].quantities.inbound == 6
     assert (await stubs.supply.Transfer(ship)).replayed
-    received = await stubs.supply.Transfer(
-        S.TransferRequest(
-            transfer_id=tid, action=S.TRANSFER_ACTION_RECEIVE, qty=2, request_id=uid("rcv")
-        )
+    # Receiving part needs a request_id: without one a retry would receive the units again.
+    in_transit = await state(stubs, [(sku, a), (sku, b)])
+    await expect_error(
+        stubs.supply.Transfer(
+            S.TransferRequest(transfer_id=tid, action=S.TRANSFER_ACTION_RECEIVE, qty=2)
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "FIELD_INVALID",
+        "request_id",
     )
+    assert await state(stubs, [(sku, a), (sku, b)]) == in_transit
+    receive = S.TransferRequest(
+        transfer_id=tid, action=S.TRANSFER_ACTION_RECEIVE, qty=2, request_id=uid("rcv")
+    )
+    received = await stubs.supply.Transfer(receive)
     assert received.results[1].quantities.on_hand == 2
     assert received.results[1].quantities.inbound == 4
+    retried = await stubs.supply.Transfer(receive)  # the same message again: received once
+    assert retried.replayed and not received.replayed
+    assert retried.results[1].quantities.on_hand == 2
+    assert retried.results[1].quantities.inbound == 4
     cancelled = await stubs.supply.Transfer(
         S.TransferRequest(transfer_id=tid, action=S.TRANSFER_ACTION_CANCEL)
     )
@@ -857,7 +871,9 @@ async def test_transfer_ship_receive_cancel(stubs: Stubs) -> None:
     before = await state(stubs, [(sku, a), (sku, b)])
     await expect_error(
         stubs.supply.Transfer(
-            S.TransferRequest(transfer_id=tid, action=S.TRANSFER_ACTION_RECEIVE, qty=1)
+            S.TransferRequest(
+                transfer_id=tid, action=S.TRANSFER_ACTION_RECEIVE, qty=1, request_id=uid("rcv")
+            )
         ),
         grpc.StatusCode.FAILED_PRECONDITION,
         "WRONG_STATE",

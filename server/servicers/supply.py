@@ -349,6 +349,10 @@ def plan_transfer(app: Any, request: supply_pb2.TransferRequest) -> Plan:
         )
     elif action == supply_pb2.TRANSFER_ACTION_RECEIVE:
         check_qty(request.qty, "qty", 0)
+        # As for a partial fulfil: receiving part (qty > 0) needs a request_id, so that a retry
+        # replays instead of receiving the units again; qty 0 (everything still in transit) is
+        # naturally idempotent.
+        check_id(request.request_id, "request_id", required=request.qty > 0)
         command = TransferReceive(request.transfer_id, request.qty, request.request_id)
     elif action == supply_pb2.TRANSFER_ACTION_CANCEL:
         command = TransferCancel(request.transfer_id)
