@@ -450,10 +450,17 @@ class Snapshotter:
     def _save_blocking(
         self, arrays: dict[str, np.ndarray], meta: bytes, journal_seq: int, created_at_ms: int
     ) -> SnapshotInfo:
+        # In `async` and `none` modes the entries the snapshot covers may not be on disk yet: a
+        # machine crash would then leave the journal ending before the snapshot, and recovery
+        # would refuse to start. (`sync`: already durable, no fsync.)
+        self._journal.sync()
         info = self.store.save(arrays, meta, journal_seq, created_at_ms)
         # The snapshot before this one stays the store's fallback; keep the journal after it.
+        # A snapshot at the same seq as the last one (asked for with nothing written since)
+        # replaced that one in a file store, whose fallback is then still the one before: trim
+        # nothing.
         previous_seq = self._last_seq
-        if self._trim and previous_seq:
+        if self._trim and 0 < previous_seq < journal_seq:
             self._trim_upto(previous_seq, journal_seq)
         return info
 

@@ -407,6 +407,13 @@ class Journal:
             with self._lock:
                 self._check_usable()
 
+    def sync(self) -> None:
+        """Make every entry appended so far durable now, whatever the mode (one fdatasync unless
+        they are already): what a snapshot of the state through them needs first, so that a
+        machine crash never leaves a snapshot ahead of the journal. Raises `JournalError`, and
+        the journal stops accepting work, if the fsync fails."""
+        self._sync()
+
     def _sync(self) -> None:
         with self._lock:
             self._check_usable()
