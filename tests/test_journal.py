@@ -502,3 +502,38 @@ def test_record_kernel_walks_like_plain_python(monkeypatch: pytest.MonkeyPatch) 
         got = journal_module._scan(bytes(data), start, want, offsets)
         ref_offset, ref_expected, ref_starts = scan_reference(bytes(data), start, want)
         assert (got, offsets.tolist()) == ((ref_offset, ref_expected), ref_starts), trial
+
+
+@pytest.mark.parametrize("fails", ["old segment fsync", "directory fsync"])
+def test_a_failed_segment_roll_stops_the_journal(
+    tmp_path: Path, fails: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A roll whose fsync fails must not let a later commit claim the entries durable, and one
+    whose directory fsync fails must not leak the new file's descriptor: the journal refuses
+    every later call, as after any failed fsync or write."""
+    journal = Journal.open(tmp_path, "sync", segment_bytes_max=1024)
+    while journal.stats().segment_count == 1:
+        journal.append(payload_for(journal.last_seq + 1))
+        journal.commit()
+    synced = journal.synced_seq
+
+    def broken(*args: object) -> None:
+        raise OSError(5, "EIO")
+
+    target = "_fdatasync" if fails == "old segment fsync" else "_fsync_dir"
+    monkeypatch.setattr(journal_module, target, broken)
+    fds_before = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(JournalError, match="roll"):
+        while True:  # up to the next roll
+            journal.append(payload_for(journal.last_seq + 1))
+    monkeypatch.undo()
+    assert len(os.listdir("/proc/self/fd")) == fds_before
+    with pytest.raises(JournalError, match="unusable"):
+        journal.commit()
+    with pytest.raises(JournalError, match="unusable"):
+        journal.append(b"x")
+    assert journal.synced_seq <= journal.last_seq
+    assert journal.stats().synced_seq >= synced
+    if fails == "old segment fsync":
+        assert journal.synced_seq == synced  # the failed fsync covered nothing
+    journal.close()

@@ -380,14 +380,24 @@ class Journal:
         self._last_seq = last_seq
 
     def _roll_locked(self, first_seq: int) -> _Segment:
-        if self._durability != "none":
-            # The old segment must be complete on disk before a newer one can exist, or a
-            # machine crash could leave a sequence gap that recovery would refuse.
-            self._timed_fsync(self._fd)
-            self._synced_seq = max(self._synced_seq, self._last_seq)
+        """Start segment `first_seq`. Any failure (an fsync, the new file, the directory's fsync)
+        makes the journal refuse every later call, as a failed fsync or write does: the old
+        segment's tail may not be on disk, or a new file exists that recovery would open."""
         path = self._directory / segment_name(first_seq)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o644)
-        _fsync_dir(self._directory)
+        fd = -1
+        try:
+            if self._durability != "none":
+                # The old segment must be complete on disk before a newer one can exist, or a
+                # machine crash could leave a sequence gap that recovery would refuse.
+                self._timed_fsync(self._fd)
+                self._synced_seq = max(self._synced_seq, self._last_seq)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o644)
+            _fsync_dir(self._directory)
+        except OSError as exc:
+            self._failure = exc
+            if fd >= 0:
+                os.close(fd)
+            raise JournalError(f"journal segment roll to {path.name} failed: {exc}") from exc
         os.close(self._fd)
         self._fd = fd
         segment = _Segment(path, first_seq, first_seq - 1, 0)
