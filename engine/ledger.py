@@ -415,8 +415,13 @@ class Ledger:
         self._res_content: list[bytes | ReserveColumns | None] = []
         self._res_item = np.zeros((0, 2), np.int64)
         self._res_free: list[int] = []
-        # Ids with a final outcome, oldest first: (final_at_ms, kind, id); kind r/q/t.
+        # Ids with a final outcome, oldest first: (final_at_ms, kind, id); kind r (reservation)
+        # or t (transfer). Request ids (kind q: supply, fulfil, extend, transfer receive) have a
+        # queue and a bound of their own, so a flood of refused reserves in a sold-out sale
+        # cannot push a POS sale's or a partial fulfil's request id out of memory before its
+        # retry comes (docs/ledger.md, "Idempotency").
         self._final = FinalIds()
+        self._final_requests = FinalIds()
         self._requests: dict[str, tuple[bytes, bytes]] = {}
         self._transfers: dict[str, _Transfer] = {}
         # IN_TRANSIT transfers by sku, to_node_id, transfer_id: the inbound that availability by
@@ -1331,7 +1336,7 @@ class Ledger:
 
     def _remember_request(self, key: str, content: bytes, outcome: bytes, now: int) -> None:
         self._requests[key] = (content, outcome)
-        self._final.append((now, "q", key))
+        self._final_requests.append((now, "q", key))
 
     def _supply_request(
         self,
@@ -1741,7 +1746,8 @@ class Ledger:
     # --- forgetting and compaction ---------------------------------------------------------
 
     def _forget(self, now: int) -> None:
-        """Forget final ids past the idempotency window or beyond the remembered maximum."""
+        """Forget final ids past the idempotency window or beyond the remembered maximum (each
+        of the two queues, reservations and transfers, and request ids, on its own)."""
         final = self._final
         cutoff = now - self._ids_window_ms
         while final and (final.first_ms() <= cutoff or len(final) > self._ids_remembered_max):
@@ -1754,10 +1760,13 @@ class Ledger:
                 self._res_content[r] = None
                 self._a["res"][r] = 0
                 self._res_free.append(r)
-            elif kind == "q":
-                del self._requests[key]
             else:
                 del self._transfers[key]
+        requests = self._final_requests
+        while requests and (
+            requests.first_ms() <= cutoff or len(requests) > self._ids_remembered_max
+        ):
+            del self._requests[requests.popleft()[2]]
 
     def _compact(self) -> None:
         ctr = self._ctr
@@ -2114,7 +2123,9 @@ class Ledger:
             res_names=self._res_names,
             res_content=self._contents(),
             res_free=self._res_free,
-            final=list(self._final),
+            # One list, reservation and transfer ids first, then request ids (from_state
+            # splits it by kind; a snapshot from before the split had them interleaved).
+            final=[*self._final, *self._final_requests],
             requests=self._requests,
             transfers=self._transfers,
             lines_live=self._lines_live,
@@ -2196,7 +2207,8 @@ class Ledger:
         ledger._res_content = list(meta.res_content)
         ledger._res_ids = IdTable(ledger._res_names)
         ledger._res_free = list(meta.res_free)
-        ledger._final = FinalIds((x[0], x[1], x[2]) for x in meta.final)
+        ledger._final = FinalIds((x[0], x[1], x[2]) for x in meta.final if x[1] != "q")
+        ledger._final_requests = FinalIds((x[0], x[1], x[2]) for x in meta.final if x[1] == "q")
         ledger._requests = {k: (v[0], v[1]) for k, v in meta.requests.items()}
         ledger._transfers = dict(meta.transfers)
         for transfer_id, t in ledger._transfers.items():

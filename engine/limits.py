@@ -50,7 +50,8 @@ POSITIONS_MAX = 1_000_000_000
 RESERVATIONS_ACTIVE_MAX = 20_000_000
 
 # Idempotency memory: an id that reached a final outcome is remembered for this long after it
-# did (by the batch clock), and at most this many such ids are kept (oldest forgotten first).
+# did (by the batch clock), and at most this many such ids are kept (oldest forgotten first), as
+# many reservation and transfer ids and as many request ids (docs/ledger.md, "Idempotency").
 IDS_WINDOW_MS = 24 * 3_600_000
 IDS_REMEMBERED_MAX = 5_000_000
 

@@ -151,7 +151,10 @@ class Model:
     holds_placed: int = 0
     requests: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # key -> (cmd, outcome)
     transfers: dict[str, MTransfer] = field(default_factory=dict)
+    # Final outcomes, oldest first: reservations and transfers in one queue, request ids in
+    # another, each bounded by ids_remembered_max on its own.
     final: deque[tuple[int, str, str]] = field(default_factory=deque)
+    final_requests: deque[tuple[int, str, str]] = field(default_factory=deque)
 
     # --- batches ------------------------------------------------------------------------------
 
@@ -184,20 +187,20 @@ class Model:
         return handler(cmd)
 
     def _finalize(self, kind: str, key: str) -> None:
-        self.final.append((self.now_ms, kind, key))
+        queue = self.final_requests if kind == "q" else self.final
+        queue.append((self.now_ms, kind, key))
 
     def _forget(self) -> None:
         cutoff = self.now_ms - self.ids_window_ms
-        while self.final and (
-            self.final[0][0] <= cutoff or len(self.final) > self.ids_remembered_max
-        ):
-            _, kind, key = self.final.popleft()
-            if kind == "r":
-                del self.reservations[key]
-            elif kind == "q":
-                del self.requests[key]
-            else:
-                del self.transfers[key]
+        for queue in (self.final, self.final_requests):
+            while queue and (queue[0][0] <= cutoff or len(queue) > self.ids_remembered_max):
+                _, kind, key = queue.popleft()
+                if kind == "r":
+                    del self.reservations[key]
+                elif kind == "q":
+                    del self.requests[key]
+                else:
+                    del self.transfers[key]
 
     def expiry_of(self, reservation_id: str) -> int:
         """When a hold that just expired was due (for checking the engine's order)."""

@@ -470,6 +470,58 @@ def test_idempotency_replays_conflicts_and_forgets_after_the_window() -> None:
     assert ledger.reserve("r", [("sku", "A", 2)], 60_000, T0 + 10_001).reservation.state == S.HELD
 
 
+def test_refused_reserves_do_not_push_request_ids_out_of_memory() -> None:
+    """A sold-out sale refuses reserves by the million, each remembered under its id; the bound
+    on remembered ids (4 here, 5,000,000 by default) must not let them evict a POS sale's or a
+    partial fulfil's request id, whose retries would then apply a second time. Request ids have
+    a bound of their own; past it, the oldest request id goes first."""
+    ledger = Ledger(ids_remembered_max=4)
+    ledger.upsert_nodes([NodeSpec("A")], T0)
+    ledger.apply(T0, [receipt("stock", "sku", "A", 100)])
+    ledger.reserve("order", [("sku", "A", 10)], 600_000, T0)
+    sale = Adjust("pos-77", (Adjustment("sku", "A", 1, AdjustReason.SALE),))
+    ledger.apply(T0 + 1, [sale])
+    ledger.fulfil("order", T0 + 1, [("sku", "A", 3)], request_id="ship-1")
+    for k in range(10):  # refused: no such SKU
+        refused = ledger.reserve(f"bot-{k}", [("gone", "A", 1)], 600_000, T0 + 2)
+        assert refused.reservation.state == S.REJECTED
+    assert ledger.apply(T0 + 3, [sale]).results[0].replayed
+    assert ledger.fulfil("order", T0 + 3, [("sku", "A", 3)], request_id="ship-1").replayed
+    assert at(ledger, "sku", "A").on_hand == 96  # 100 - 1 sold - 3 handed over, once each
+    # The reservation ids' own bound still holds: the oldest refused ones are forgotten.
+    assert ledger.stats()["reservations_remembered"] <= 4 + 1  # + the live hold
+    for k in range(3):  # three more request ids: "stock" and "pos-77" are the oldest, forgotten
+        ledger.apply(T0 + 4, [receipt(f"more-{k}", "sku", "A", 1)])
+    assert ledger.stats()["requests_remembered"] == 4
+    assert not ledger.apply(T0 + 5, [sale]).results[0].replayed
+
+
+def test_a_snapshot_with_the_finals_interleaved_loads_them_split() -> None:
+    """Snapshots from before request ids had their own queue list every final id in one
+    time order; loading one splits them by kind, and the ledger continues as the one that
+    wrote it (same answers, same bytes)."""
+    import engine.ledger as ledger_module
+
+    ledger = Ledger(ids_remembered_max=3)
+    ledger.upsert_nodes([NodeSpec("A")], T0)
+    for k in range(3):
+        ledger.apply(T0 + k, [receipt(f"rcpt-{k}", "sku", "A", 1)])
+        ledger.reserve(f"gone-{k}", [("none", "A", 1)], 60_000, T0 + k)
+    arrays, meta = ledger.export_state()
+    decoded = msgspec.msgpack.decode(meta, type=ledger_module._Meta)
+    assert [f[1] for f in decoded.final] == ["r"] * 3 + ["q"] * 3
+    interleaved = sorted(decoded.final, key=lambda f: f[0])
+    assert [f[1] for f in interleaved] == ["r", "q"] * 3
+    old = msgspec.msgpack.encode(msgspec.structs.replace(decoded, final=interleaved))
+    loaded = Ledger.from_state({k: v.copy() for k, v in arrays.items()}, old, ids_remembered_max=3)
+    assert loaded.export_state()[1] == meta
+    for one in (ledger, loaded):
+        assert one.apply(T0 + 5, [receipt("rcpt-0", "sku", "A", 1)]).results[0].replayed
+        one.apply(T0 + 5, [receipt("rcpt-3", "sku", "A", 1)])  # rcpt-0 is now the 4th: forgotten
+        assert not one.apply(T0 + 6, [receipt("rcpt-0", "sku", "A", 1)]).results[0].replayed
+    assert loaded.export_state()[1] == ledger.export_state()[1]
+
+
 def test_fulfil_request_id_makes_partial_fulfilment_safe_to_retry() -> None:
     ledger = ledger_with({("sku", "A"): 10})
     ledger.reserve("r", [("sku", "A", 6)], 60_000, T0)
