@@ -5,10 +5,11 @@ and records every gap between two reads longer than `GAP_US_MIN`. A read follows
 fraction of a µs, so a gap is time the process did not run: an interrupt (µs), another process
 or kernel thread of the machine taking the CPU, or, on a virtual machine, the host not running
 the vCPU (hundreds of µs to ms). On the project's 2-core Firecracker VMs, with no bench load,
-the probe saw 0–6 gaps ≥ 1 ms per second per CPU, up to 40 ms. A request due during a gap, on
+the probe saw 0–7 gaps ≥ 1 ms per second per CPU, up to 40 ms. A request due during a gap, on
 the server's CPU or the client's, is late by up to its length: at 1,000 requests/s, three 2 ms
 gaps a second make ~6 in 1,000 requests late by more than 1 ms, most of the 1 % a p99 allows,
-for reasons no server code can change (bench/README.md, "The machine's own stalls").
+for reasons no server code can change (bench/README.md, sweep: "A control step after each,
+and the machine's own stalls").
 
 The probe runs while no load runs (it would compete for the CPU it measures) and is bounded in
 time (`SECONDS_MAX`) and memory (`GAPS_MAX` gaps kept).
