@@ -245,8 +245,7 @@ def half_saturation_steps(
 def half_figure(name: str, points: list[dict[str, Any]]) -> Figure:
     """The median p99 of a series' `half_saturation_steps` against the 1 ms target (of an
     even count, the higher of the middle two: the figure never flatters)."""
-    median = sorted(points, key=lambda p: p["p99_us"])[len(points) // 2]
-    p99s = ", ".join(f"{p['p99_us']:,.0f}" for p in points)
+    median, p99s = _median_p99(points)
     held = sum(holds(p, P99_US_MAX) for p in points)
     return Figure(
         name,
@@ -260,11 +259,16 @@ def half_figure(name: str, points: list[dict[str, Any]]) -> Figure:
     )
 
 
+def _median_p99(points: list[dict[str, Any]]) -> tuple[dict[str, Any], str]:
+    """The step with the median p99 (of an even count the higher middle one), and every p99."""
+    median = sorted(points, key=lambda p: p["p99_us"])[len(points) // 2]
+    return median, ", ".join(f"{p['p99_us']:,.0f}" for p in points)
+
+
 def control_figure(name: str, points: list[dict[str, Any]]) -> Figure:
     """The median p99 of the empty handler's control steps of `half_saturation_steps`: no
     target, the reference the series' figure is read against."""
-    median = sorted(points, key=lambda p: p["p99_us"])[len(points) // 2]
-    p99s = ", ".join(f"{p['p99_us']:,.0f}" for p in points)
+    median, p99s = _median_p99(points)
     return Figure(
         name,
         median["p99_us"],
