@@ -372,12 +372,14 @@ class Tracker:
             if t.sku:
                 ledger._skus.intern(t.sku)
         ledger._ensure(positions=len(at_node), skus=len(ledger._skus))
+        # ev_low must cover the positions this may create, and the groups' per-SKU rows the
+        # SKUs it may have added (a tracked group's row is written below without a `_fit`).
+        self._fit(ledger)
         if at_node:
             n = len(at_node)
             sku_ids = np.fromiter((ledger._skus.ids[t.sku] for t in at_node), np.int64, n)
             node_ids = np.fromiter((ledger._nodes.ids[t.node_id] for t in at_node), np.int64, n)
             values = np.fromiter((t.low_stock for t in at_node), np.int64, n)
-            self._fit(ledger)  # ev_low must cover the positions this may create
             slots = np.empty(n, np.int64)
             kernel.set_position_thresholds(
                 ledger._st, sku_ids, node_ids, values, ledger._a["ev_low"], slots

@@ -143,6 +143,32 @@ def test_group_thresholds_and_default() -> None:
     assert [e.group_id for e in events] == [""]
 
 
+@pytest.mark.parametrize("new_skus_from", ["the thresholds", "an adjust in the same batch"])
+def test_group_thresholds_for_more_new_skus_than_the_arrays_held(new_skus_from: str) -> None:
+    """A tracked group's thresholds naming new SKUs past the SKU arrays' size (they grow, the
+    group's per-SKU row must too): an IndexError here escaped `apply`, and the server stops all
+    writes on any exception from the engine."""
+    ledger = _store()
+    ledger.apply(1, [SetThresholds((Threshold("", 3, group_id="web"),))])  # "web" is tracked
+    width = ledger._events._grp_low.shape[1]
+    skus = [f"S{i}" for i in range(width + 1)]
+    last = skus[-1]
+    thresholds = tuple(Threshold(s, 2, group_id="web") for s in skus)
+    if new_skus_from == "the thresholds":
+        commands: list[object] = [SetThresholds(thresholds)]
+    else:
+        receipts = tuple(Adjustment(s, "store2", 1, RECEIPT) for s in skus)  # outside "web"
+        commands = [Adjust("bulk", receipts), SetThresholds(thresholds[-1:])]
+    set_count = len(commands[-1].thresholds)  # type: ignore[attr-defined]
+    assert ledger.apply(2, commands).results[-1] == set_count
+    # The last SKU's own threshold (2, not the group's default 3) decides: 3 -> 2 is low stock.
+    ledger.apply(3, [_adjust("r", last, "dc", 4, RECEIPT)])
+    events = _events(ledger, 4, _adjust("s1", last, "dc", 1, SALE))  # web: 4 -> 3
+    assert [e.kind for e in events if e.group_id] == [KIND_CHANGED]
+    events = _events(ledger, 5, _adjust("s2", last, "dc", 1, SALE))  # web: 3 -> 2
+    assert [(e.group_id, e.kind) for e in events if e.group_id] == [("web", KIND_LOW_STOCK)]
+
+
 def test_set_thresholds_rejections() -> None:
     ledger = _store()
     bad = [
