@@ -234,7 +234,8 @@ class ReserveColumns(_Command, frozen=True):
         n_lines = len(self.skus)
         return (
             counts.shape[0] == len(self.reservation_ids)
-            and bool((counts >= 0).all())
+            # Each count at most the lines there are, so the int64 sum cannot wrap around.
+            and bool(((counts >= 0) & (counts <= n_lines)).all())
             and int(counts.sum()) == n_lines
             and len(self.node_ids) == n_lines
             and len(self.qtys) == 8 * n_lines

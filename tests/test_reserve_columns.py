@@ -214,6 +214,15 @@ def test_columns_that_do_not_fit_are_refused_whole() -> None:
     assert isinstance(outcome, Rejection) and outcome.code == Code.INVALID_ARGUMENT
     with pytest.raises(ValueError):
         bad.to_reserves()
+    # Counts whose int64 sum wraps around to the number of lines (2 + 2**63-1 + 2**63-1 + 3 =
+    # 2 mod 2**64): refused too, not a crash in the offsets they would give.
+    wrapped = msgspec.structs.replace(
+        ReserveColumns.build(["a", "b", "c", "d"], [1, 1, 0, 0], ["s0", "s0"], ["n0", "n0"],
+                             [1, 1], 60_000),
+        line_counts=np.array([1, 2**63 - 1, 2**63 - 1, 3], np.int64).tobytes(),
+    )  # fmt: skip
+    outcome = ledger.apply(T0 + 2, [wrapped]).results[0]
+    assert isinstance(outcome, Rejection) and outcome.code == Code.INVALID_ARGUMENT
     after = frozen(ledger)[0]
     del after["ctr"], before[0]["ctr"]  # the clock moved, nothing else
     assert after == before[0]
