@@ -317,9 +317,10 @@ _ID_CHARS_PLAIN_MAX = limits.ID_BYTES_MAX
 _SMALL_RUN_LINES_MAX = 16
 
 
-def _room_for(names: _Names, name: str, count_max: int, what: str) -> Rejection | None:
-    """A new id may be interned only while the table is below its limit."""
-    if len(names) >= count_max and name not in names.ids:
+def _room_for(names: _Names, wanted: Iterable[str], count_max: int, what: str) -> Rejection | None:
+    """The ids of one command may be interned only if all its new ones fit under the limit."""
+    new = {name for name in wanted if name not in names.ids}
+    if len(names) + len(new) > count_max:
         return _reject(Code.RESOURCE_EXHAUSTED, "LIMIT", f"more than {count_max} {what}")
     return None
 
@@ -1668,8 +1669,8 @@ class Ledger:
                 bad = _check_qty(spec.priority, f"{f}.priority", -(2**31), 2**31 - 1)
             if bad is None:
                 bad = _check_qty(spec.daily_capacity, f"{f}.daily_capacity", 0, 2**62)
-            if bad is None:
-                bad = _room_for(self._nodes, spec.node_id, limits.NODES_MAX, "nodes")
+        if bad is None:
+            bad = _room_for(self._nodes, (s.node_id for s in nodes), limits.NODES_MAX, "nodes")
         if bad is not None:
             return [bad]
         ids = [self._nodes.intern(spec.node_id) for spec in nodes]
@@ -1719,8 +1720,8 @@ class Ledger:
                         "UNKNOWN_NODE",
                         f"{f}.node_ids[{j}]: node {node_id!r} is not registered",
                     )
-            if bad is None:
-                bad = _room_for(self._groups, spec.group_id, limits.GROUPS_MAX, "groups")
+        if bad is None:
+            bad = _room_for(self._groups, (s.group_id for s in groups), limits.GROUPS_MAX, "groups")
         if bad is not None:
             return [bad]
         ids = [self._groups.intern(spec.group_id) for spec in groups]

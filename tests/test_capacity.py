@@ -90,3 +90,34 @@ async def test_server_sizes_the_holds_at_start(tmp_path: Path) -> None:
         assert ledger.stats()["reservations_held"] == 0  # room, not state
     finally:
         await app.stop(server, 1.0)
+
+
+@pytest.mark.parametrize("kind", ["nodes", "groups"])
+def test_one_upsert_cannot_pass_the_node_or_group_limit(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The limit counts every new id of the command: one UpsertNodes / UpsertGroups of many new
+    ids was let in whole while the table was one below its limit (and the group x node
+    membership matrix grows with both)."""
+    from engine import limits
+    from engine.commands import GroupSpec, NodeSpec, UpsertGroups, UpsertNodes
+    from engine.errors import Rejection
+
+    monkeypatch.setattr(limits, "NODES_MAX", 4)
+    monkeypatch.setattr(limits, "GROUPS_MAX", 4)
+
+    def upsert(ids: list[str]) -> UpsertNodes | UpsertGroups:
+        if kind == "nodes":
+            return UpsertNodes(tuple(NodeSpec(i) for i in ids))
+        return UpsertGroups(tuple(GroupSpec(i, ("n0",)) for i in ids))
+
+    ledger = Ledger()
+    ledger.apply(1, [UpsertNodes(tuple(NodeSpec(f"n{i}") for i in range(3)))])
+    if kind == "groups":
+        ledger.apply(1, [upsert([f"g{i}" for i in range(3)])])
+    prefix = "n" if kind == "nodes" else "g"
+    (refused,) = ledger.apply(2, [upsert([f"{prefix}0", f"{prefix}7", f"{prefix}8"])]).results
+    assert isinstance(refused, Rejection) and refused.reason == "LIMIT"
+    assert ledger.stats()[kind] == 3  # nothing of it was applied
+    (one,) = ledger.apply(3, [upsert([f"{prefix}0", f"{prefix}7"])]).results
+    assert one == 2 and ledger.stats()[kind] == 4  # one new id: fits exactly
