@@ -690,6 +690,54 @@ async def test_stream_reserve_answers_in_order(stubs: Stubs) -> None:
     assert (await quantities(stubs, sku, node)).available == 0
 
 
+async def test_pipelined_keeps_the_weight_in_flight_within_its_budget() -> None:
+    """StreamReserve's read-ahead counts reservations: 16 messages of 10,000 would fill the
+    sequencer's queue (65,536) by themselves, and the stream would overload itself."""
+    from server.servicers.reservation import pipelined
+
+    active = peak = 0
+
+    async def handle(w: int) -> int:
+        nonlocal active, peak
+        active += w
+        peak = max(peak, active)
+        await asyncio.sleep(0.002)
+        active -= w
+        return w
+
+    async def requests() -> AsyncIterator[int]:
+        for w in (6, 6, 6, 3, 3, 12, 1, 1, 1):
+            yield w
+
+    answers = [a async for a in pipelined(requests(), handle, 16, lambda w: w, 10)]
+    assert answers == [6, 6, 6, 3, 3, 12, 1, 1, 1]  # in request order
+    assert peak == 12  # at most the budget, or one request alone that is larger
+
+
+async def test_pipelined_cancels_a_started_request_it_will_not_answer() -> None:
+    """A failed request ends the stream; one the reader had started but not yet queued (the
+    window full) is cancelled rather than left to run unanswered."""
+    from server.servicers.reservation import pipelined
+
+    finished: list[int] = []
+
+    async def handle(k: int) -> int:
+        await asyncio.sleep(0.01 if k == 0 else 0.05)
+        if k == 0:
+            raise ValueError("bad message")
+        finished.append(k)
+        return k
+
+    async def requests() -> AsyncIterator[int]:
+        for k in range(4):
+            yield k
+
+    with pytest.raises(ValueError):
+        _ = [a async for a in pipelined(requests(), handle, 1)]
+    await asyncio.sleep(0.1)
+    assert finished == []
+
+
 # --- supply ------------------------------------------------------------------------------------
 
 
@@ -1070,6 +1118,50 @@ async def test_stream_supply(stubs: Stubs) -> None:
         "messages[1].adjust.adjustments[0].delta",
     )
     assert (await quantities(stubs, sku, node)).on_hand == 8  # message 0 was applied
+
+
+async def test_stream_supply_rejection_behind_a_full_inbox_is_answered(
+    stubs: Stubs, served: tuple[Any, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rejected message while the client has filled the server's inbox (slow batches: a busy
+    disk) is answered with its error, not left hanging until the deadline; the messages that
+    shared its batch after it were applied, and its message names them."""
+    import re
+
+    S = supply_pb2
+    app = served[0]
+    sku, node = uid("sku"), uid("node")
+    await stock(stubs, sku, node, 100)
+    submit_many = app.sequencer.submit_many
+
+    async def slow(commands: Any, **kwargs: Any) -> Any:
+        out = await submit_many(commands, **kwargs)
+        await asyncio.sleep(0.02)
+        return out
+
+    monkeypatch.setattr(app.sequencer, "submit_many", slow)
+    bad = 70
+
+    async def feed() -> AsyncIterator[Any]:
+        for i in range(300):
+            if i == bad:
+                cancel = S.TransferRequest(
+                    transfer_id=uid("nosuch"), action=S.TRANSFER_ACTION_CANCEL
+                )
+                yield S.SupplyMessage(transfer=cancel)
+            else:
+                yield S.SupplyMessage(adjust=_adjust(uid("adj"), (sku, node, 1, 1)))
+
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stubs.supply.StreamSupply(feed(), timeout=10.0)
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND, raised.value.details()
+    details = raised.value.details() or ""
+    assert details.startswith(f"messages[{bad}].transfer")
+    named = re.search(r"messages\[(\d+)\.\.(\d+)\], which arrived with it, were applied", details)
+    after = 0 if named is None else int(named[2]) - int(named[1]) + 1
+    assert named is None or int(named[1]) == bad + 1
+    monkeypatch.undo()
+    assert (await quantities(stubs, sku, node)).on_hand == 100 + bad + after
 
 
 # --- malformed request bytes ------------------------------------------------------------------

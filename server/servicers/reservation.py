@@ -47,6 +47,8 @@ __all__ = ["ReservationServicer", "pipelined"]
 # StreamReserve: messages read ahead and submitted while earlier ones are still being applied, so
 # consecutive messages of one stream can share a sequencer batch. Answers stay in request order.
 STREAM_DEPTH_MAX = 16
+# ... and at most this share of the sequencer's queue bound in reservations in flight per stream.
+STREAM_QUEUE_SHARE = 4
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -55,17 +57,47 @@ _REJECTED = int(ReservationState.REJECTED)
 
 
 async def pipelined(
-    requests: AsyncIterator[T], handle: Callable[[T], Awaitable[R]], depth: int
+    requests: AsyncIterator[T],
+    handle: Callable[[T], Awaitable[R]],
+    depth: int,
+    weight: Callable[[T], int] | None = None,
+    budget: int = 0,
 ) -> AsyncIterator[R]:
     """Handle up to `depth` requests concurrently (started in arrival order), yield answers in
-    request order. A failed request fails the stream; the rest are cancelled."""
+    request order. A failed request fails the stream; the rest are cancelled.
+
+    With `weight`: a request starts only while the weight of those started and not yet done
+    stays within `budget` (or none is in flight), so one stream cannot fill the sequencer's
+    queue by itself (16 messages of 10,000 reservations are more than its 65,536)."""
     window: asyncio.Queue[asyncio.Task[R] | None] = asyncio.Queue(depth)
+    in_flight = 0
+    room = asyncio.Event()
+
+    def finished(w: int) -> Callable[[asyncio.Task[R]], None]:
+        def callback(_: asyncio.Task[R]) -> None:
+            nonlocal in_flight
+            in_flight -= w
+            room.set()
+
+        return callback
 
     async def read() -> None:
+        nonlocal in_flight
         try:
             async for request in requests:
+                w = 0 if weight is None else weight(request)
+                while in_flight and in_flight + w > budget:
+                    room.clear()
+                    await room.wait()
                 task = asyncio.ensure_future(handle(request))
-                await window.put(task)
+                if w:
+                    in_flight += w
+                    task.add_done_callback(finished(w))
+                try:
+                    await window.put(task)
+                except asyncio.CancelledError:
+                    task.cancel()  # the stream failed: nobody would answer it
+                    raise
         finally:
             await window.put(None)
 
@@ -82,6 +114,10 @@ async def pipelined(
                 task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await reader
+
+
+def _reservations(request: reservation_pb2.ReserveBatchRequest) -> int:
+    return len(request.reservation_ids)
 
 
 def _item_error(index: int, rejection: Rejection) -> types_pb2.BatchItemError:
@@ -230,7 +266,9 @@ class ReservationServicer(reservation_pb2_grpc.ReservationServiceServicer):
         async def handle(request: reservation_pb2.ReserveBatchRequest) -> Any:
             return await self._reserve_batch(request, context)
 
-        async for response in pipelined(request_iterator, handle, STREAM_DEPTH_MAX):
+        budget = self.app.config.queue_commands_max // STREAM_QUEUE_SHARE
+        async for response in pipelined(request_iterator, handle, STREAM_DEPTH_MAX,
+                                        _reservations, budget):  # fmt: skip
             yield response
 
     async def _reserve_batch(

@@ -463,7 +463,8 @@ class SupplyServicer(supply_pb2_grpc.SupplyServiceServicer):
     ) -> supply_pb2.StreamSupplyResponse:
         """Apply the feed in order. Messages that arrived together share one sequencer batch.
         A malformed or rejected message ends the stream with its error (field paths start with
-        `messages[i]`); the messages before it stay applied."""
+        `messages[i]`); the messages before it stay applied, and so do those that shared its
+        batch after it (the error's message names them)."""
         inbox: asyncio.Queue[Any] = asyncio.Queue(STREAM_MESSAGES_MAX)
         done = object()
 
@@ -471,8 +472,12 @@ class SupplyServicer(supply_pb2_grpc.SupplyServiceServicer):
             try:
                 async for message in request_iterator:
                     await inbox.put(message)
-            finally:
-                await inbox.put(done)
+            except asyncio.CancelledError:
+                raise  # cancelled by the loop below, which reads the inbox no more
+            except BaseException:
+                await inbox.put(done)  # the loop below ends, and `await reader` raises this
+                raise
+            await inbox.put(done)
 
         reader = asyncio.ensure_future(read())
         messages = replayed = lines = lines_ok = 0
@@ -537,12 +542,23 @@ class SupplyServicer(supply_pb2_grpc.SupplyServiceServicer):
         live = [(prefix, plan) for _, prefix, plan in plans if plan.command is not None]
         outcomes = iter(await submit_many(self.app, context, [p.command for _, p in live]))
         out = []
-        for _, prefix, plan in plans:
+        for k, (_, prefix, plan) in enumerate(plans):
             if plan.command is None:
                 out.append((plan.statuses(None), False))
                 continue
             outcome = next(outcomes)
             if isinstance(outcome, Rejection):
-                raise EdgeError(_prefixed(outcome, prefix))
+                rejection = _prefixed(outcome, prefix)
+                # The messages that arrived with it shared its batch: those after it were
+                # applied too, and the error says so (their request ids replay on a retry).
+                after = [i for i, _, p in plans[k + 1 :] if p.command is not None]
+                if after:
+                    rejection = Rejection(
+                        rejection.code,
+                        rejection.reason,
+                        f"{rejection.message} (messages[{after[0]}..{after[-1]}], which arrived "
+                        "with it, were applied)",
+                    )
+                raise EdgeError(rejection)
             out.append((plan.statuses(outcome), bool(getattr(outcome, "replayed", False))))
         return out
