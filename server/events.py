@@ -228,6 +228,17 @@ class EventHub:
         assert not self._ring
         self.last_seq = seq
 
+    def restart_at(self, seq: int) -> None:
+        """The state behind the events was replaced (a read replica reloaded a snapshot): the
+        numbering continues from the new state's `seq`, the history goes, and every watcher is
+        ended as too slow (it missed what lies between), to resume from what it saw."""
+        self._ring.clear()
+        self._ring_events = 0
+        self.last_seq = seq
+        for sub in self._subs:
+            sub.mark_too_slow()
+            sub.wake.set()
+
     # --- the writer's side ----------------------------------------------------------------
 
     def publish(self, batch: EventBatch) -> None:

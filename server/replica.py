@@ -114,6 +114,7 @@ class Follower:
         self.reloads = 0
         self.gaps = 0
         self.errors = 0
+        self.event_errors = 0  # event batches the hub refused (a bug; the entries were applied)
         self.applied_entries = 0
         self._need_reload = True
         self._gap_next = 0  # the entry seen after a gap in the stream (0: none)
@@ -161,12 +162,20 @@ class Follower:
                 raise exc.__cause__ from None
             raise _NotYet(str(exc)) from None
         if snap is None:
-            if first == 1:  # the stream still holds the whole history
+            if first == 1 and not self._gap_next:  # the stream still holds the whole history
                 ledger = Ledger()
                 self._install(ledger, 0, 0, 0)
                 return
-            await self._want_snapshot(0)
-            raise _NotYet(f"no snapshot in Redis and the stream starts at seq {first}")
+            # Nothing to build on: the stream starts after seq 1, or it has a gap inside (at
+            # `_gap_next`) that replaying it from the start would only hit again.
+            need = max(first - 1 if first else 0, self._gap_next - 1)
+            await self._want_snapshot(need)
+            raise _NotYet(
+                f"no snapshot in Redis, and the stream starts at seq {first} "
+                f"(gap before seq {self._gap_next})"
+                if self._gap_next
+                else f"no snapshot in Redis and the stream starts at seq {first}"
+            )
         # The snapshot must reach the stream's first entry, and past a gap found inside it.
         need = max(first - 1 if first else 0, self._gap_next - 1)
         if snap.journal_seq < need:
@@ -314,9 +323,6 @@ class Follower:
             try:
                 batch = _decode_batch(fields[b"batch"])
                 outcome = ledger.apply_batch(batch)
-                events = getattr(outcome, "events", None)
-                if events is not None and self.on_events is not None:
-                    self.on_events(events)
             except Exception as exc:  # noqa: BLE001 (a bad entry: reload rather than diverge)
                 self.errors += 1
                 log.error("replica: entry %d cannot be applied (%r); reloading", seq, exc)
@@ -326,6 +332,13 @@ class Follower:
             self.applied_seq = seq
             self.applied_now_ms = batch.now_ms
             self.applied_entries += 1
+            events = getattr(outcome, "events", None)
+            if events is not None and self.on_events is not None:
+                try:
+                    self.on_events(events)
+                except Exception:  # the watchers' side; the entry itself is applied
+                    self.event_errors += 1
+                    log.exception("replica: the events of entry %d could not be published", seq)
         self._applied_event.set()
 
 
@@ -381,6 +394,10 @@ class _ReplicaMixin:
 
     def _set_ledger(self, ledger: Ledger) -> None:
         self._ledger = ledger
+        hub = getattr(self, "events", None)
+        if hub is not None and hasattr(hub, "restart_at"):
+            # A reloaded snapshot's event numbering is its own: the hub continues from it.
+            hub.restart_at(getattr(ledger, "events_seq", 0))
 
     async def snapshot_now(self) -> Any:
         raise ReadOnlyReplica(

@@ -208,6 +208,20 @@ async def test_gap_in_the_stream_reloads_a_snapshot(cluster: Cluster) -> None:
     await random_writes(primary.sequencer, rng, 20, 200)
     await cluster.converged(replica)
     assert replica.follower.gaps >= 1 and replica.follower.reloads > reloads
+    # Writes after the reload (their stock events numbered from the snapshot's state, which the
+    # replica's event hub must continue from) still apply, without a reload loop.
+    reloads, errors = replica.follower.reloads, replica.follower.errors
+    for k in range(10):  # a few at a time, each published before the next: no new gap
+        await random_writes(primary.sequencer, rng, 3, 300 + 3 * k)
+        await wait_until(
+            lambda: primary.publisher.stats().last_published_seq == primary.sequencer.journal_seq,
+            WAIT_S,
+            "the stream to hold every entry",
+        )
+    await cluster.converged(replica)
+    assert replica.follower.errors == errors and replica.follower.event_errors == 0
+    assert replica.follower.reloads == reloads
+    assert replica.events.last_seq == primary.ledger.events_seq
 
 
 async def test_a_gap_inside_the_stream_is_bridged_by_a_newer_snapshot(cluster: Cluster) -> None:
@@ -241,6 +255,47 @@ async def test_a_gap_inside_the_stream_is_bridged_by_a_newer_snapshot(cluster: C
     await cluster.converged(replica)
     assert replica.follower.gaps >= 1
     assert primary.snapshotter.stats().last_journal_seq >= snapshot_seq + 3
+
+
+async def test_a_gap_in_a_stream_from_seq_1_without_a_snapshot_asks_for_one(
+    cluster: Cluster,
+) -> None:
+    """The stream still starts at seq 1 but lost an entry inside, and Redis holds no snapshot
+    (evicted keys, a failed save): replaying from an empty ledger would only hit the gap again,
+    so the replica asks the primary for a snapshot past it (it used to loop, reloading an empty
+    ledger, and never caught up)."""
+    from server.replica import Follower
+
+    primary = await cluster.start_primary()
+    rng = random.Random(23)
+    for command in setup_commands():
+        await primary.sequencer.submit(command)
+    await random_writes(primary.sequencer, rng, 40)
+    await wait_until(
+        lambda: primary.publisher.stats().last_published_seq == primary.sequencer.journal_seq,
+        WAIT_S,
+        "the stream to hold every entry",
+    )
+    client = redis.Redis.from_url(cluster.redis.url)
+    try:
+        client.delete("omnistock:snap:latest", "omnistock:snap:previous")
+        assert client.xdel("omnistock:journal", "10-0") == 1
+        assert client.xrange("omnistock:journal", count=1)[0][0] == b"1-0"
+    finally:
+        client.close()
+    follower = Follower(cluster.redis.url, "omnistock", on_ledger=lambda ledger: None)
+    await follower.bootstrap(WAIT_S)
+    follower.start()
+    try:
+        await wait_until(
+            lambda: follower.applied_seq == primary.sequencer.journal_seq,
+            WAIT_S,
+            f"the follower to reach seq {primary.sequencer.journal_seq}",
+        )
+        assert follower.gaps >= 1 and follower.reloads <= 3
+        assert follower.ledger is not None and same_state(primary.ledger, follower.ledger)
+    finally:
+        await follower.close()
 
 
 def _all_positions(target: str) -> list[tuple[int, int, int]]:
