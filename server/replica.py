@@ -474,13 +474,13 @@ class _ReplicaMixin:
         self._ready = False
         grace = self.config.shutdown_grace_s if grace_s is None else grace_s
         await self.health.enter_graceful_shutdown()
+        hub = getattr(self, "events", None)
+        if hub is not None and hasattr(hub, "close"):
+            hub.close()  # watchers end now instead of holding the drain for `grace` (as App.stop)
         if server is not None:
             await server.stop(grace)
         if self.follower is not None:
             await self.follower.close()
-        hub = getattr(self, "events", None)
-        if hub is not None and hasattr(hub, "close"):
-            hub.close()
         log.info("stopped")
 
 

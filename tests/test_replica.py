@@ -298,6 +298,27 @@ async def test_a_gap_in_a_stream_from_seq_1_without_a_snapshot_asks_for_one(
         await follower.close()
 
 
+async def test_replica_shutdown_ends_watchers_at_once(cluster: Cluster) -> None:
+    """Open WatchAvailability streams end when a replica stops (UNAVAILABLE, "shutting down"),
+    as on the primary, instead of holding the drain for the whole grace period and then being
+    cancelled with it ("Cancelling all calls")."""
+    primary = await cluster.start_primary()
+    for command in setup_commands():
+        await primary.sequencer.submit(command)
+    replica, port = await cluster.start_replica()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = availability_pb2_grpc.AvailabilityServiceStub(channel).WatchAvailability(
+            availability_pb2.WatchRequest()
+        )
+        await call.wait_for_connection()
+        await cluster.stop(replica)
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            async for _ in call:
+                pass
+        assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "shutting down" in (ended.value.details() or "")
+
+
 def _all_positions(target: str) -> list[tuple[int, int, int]]:
     with grpc.insecure_channel(target) as channel:
         stub = availability_pb2_grpc.AvailabilityServiceStub(channel)
