@@ -27,9 +27,8 @@ from bench.harness import ServerRun, best_rate, peak_achieved, seed_data_dir, wo
 from bench.sweep import (
     P99_US_MAX,
     add_sweep_arguments,
-    control_figure,
     control_server,
-    half_figure,
+    half_figures,
     half_saturation_steps,
     machine_stalls,
     quick,
@@ -67,16 +66,9 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, An
                 half = half_saturation_steps(server, net, args, saturation, mode, control)
         all_points += points
         if "reserve" in half:
-            all_points += half["reserve"]
-            figures.append(
-                half_figure(f"reserve_p99_at_half_saturation_us_{mode}", half["reserve"])
-            )
-        if "reserve_control" in half:
-            all_points += half["reserve_control"]
-            figures.append(
-                control_figure(f"reserve_empty_handler_p99_at_half_us_{mode}",
-                               half["reserve_control"])
-            )  # fmt: skip
+            steps, controls = half["reserve"]
+            all_points += steps + controls
+            figures += half_figures("reserve", steps, controls, f"_{mode}")
         figures += [
             Figure(f"reserve_p99_under_1ms_per_s_{mode}", best_rate(points, P99_US_MAX), "req/s",
                    note="highest offered rate holding p99 < 1 ms"),

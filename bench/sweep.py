@@ -198,24 +198,24 @@ def half_saturation_steps(
     saturation: dict[str, tuple[float, str]],
     label: str = "omnistock",
     control: ServerRun | None = None,
-) -> dict[str, list[dict[str, Any]]]:
+) -> dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
     """`args.half_steps` steps per series at exactly half its saturation rate (after one
     uncounted warm-up step at that rate), on a fresh server: the direct test of the p99 target,
     where the swept steps (×1.4 apart) land anywhere from 50 % to 70 % of it. Saturation:
     GetAvailability's h2load closed-loop rate when measured, else a series' most answers/s in
-    the sweep. Per series, its steps in order, each with `saturation_per_s` and
-    `saturation_source`.
+    the sweep. Per series, its steps in order and its control steps (each point with
+    `saturation_per_s` and `saturation_source`).
 
     With `control` (grpc-floor's empty-handler server), each step is followed by one of the
-    empty handler at the same rate with the same client (its own uncounted warm-up first),
-    under `<series>_control`: gRPC's and the machine's own p99 at that rate, at that moment."""
+    empty handler at the same rate with the same client (its own uncounted warm-up first):
+    gRPC's and the machine's own p99 at that rate, at that moment. Without, no control steps."""
     from bench.grpc_floor import EMPTY_METHOD, PAYLOAD
 
     def control_one(rate: float) -> Any:
         assert control is not None
         return unary_open_loop(control.target, EMPTY_METHOD, [PAYLOAD], rate, args)
 
-    out: dict[str, list[dict[str, Any]]] = {}
+    out: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {}
     steps = max(1, args.half_steps)
     for s, (sat, source) in saturation.items():
         if sat <= 0:
@@ -236,9 +236,7 @@ def half_saturation_steps(
         for point in points + controls:
             point["saturation_per_s"] = sat
             point["saturation_source"] = source
-        out[s] = points
-        if controls:
-            out[f"{s}_control"] = controls
+        out[s] = (points, controls)
     return out
 
 
@@ -257,6 +255,17 @@ def half_figure(name: str, points: list[dict[str, Any]]) -> Figure:
         f"{median['saturation_per_s']:,.0f}/s ({median['saturation_source']}): p99 {p99s} µs; "
         f"{held} of {len(points)} held",
     )
+
+
+def half_figures(
+    key: str, steps: list[dict[str, Any]], controls: list[dict[str, Any]], suffix: str = ""
+) -> list[Figure]:
+    """`<key>_p99_at_half_saturation_us<suffix>` of a series' half steps, and
+    `<key>_empty_handler_p99_at_half_us<suffix>` of its control steps when there are any."""
+    out = [half_figure(f"{key}_p99_at_half_saturation_us{suffix}", steps)]
+    if controls:
+        out.append(control_figure(f"{key}_empty_handler_p99_at_half_us{suffix}", controls))
+    return out
 
 
 def _median_p99(points: list[dict[str, Any]]) -> tuple[dict[str, Any], str]:
@@ -360,7 +369,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, An
         with ServerRun.omnistock(data, args.durability) as server:
             by_series = sweep_server(server, net, args, "omnistock", series)
         rounds = None
-        half: dict[str, list[dict[str, Any]]] = {}
+        half: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {}
         if not args.no_h2load and find_h2load() is not None:
             from bench.grpc_floor import start_floor_server
 
@@ -432,13 +441,9 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, An
                    + "): the engine's share of the cost, without the machine's speed swings"),
         ]  # fmt: skip
         extra["h2load"] = {"rounds": rounds}
-    for s, points in half.items():
-        all_points += points
-        if s.endswith("_control"):
-            name = names[s.removesuffix("_control")]
-            figures.append(control_figure(f"{name}_empty_handler_p99_at_half_us", points))
-        else:
-            figures.append(half_figure(f"{names[s]}_p99_at_half_saturation_us", points))
+    for s, (steps, controls) in half.items():
+        all_points += steps + controls
+        figures += half_figures(names[s], steps, controls)
     figures += stall_figs
     extra.update(stall_extra)
     payload = finish("sweep", figures, args.json, None, extra=extra, argv=argv)
