@@ -161,23 +161,18 @@ class Follower:
             if isinstance(exc.__cause__, redis.RedisError | OSError):
                 raise exc.__cause__ from None
             raise _NotYet(str(exc)) from None
+        # A base must reach the stream's first entry, and past a gap found inside it.
+        need = max(first - 1 if first else 0, self._gap_next - 1)
         if snap is None:
             if first == 1 and not self._gap_next:  # the stream still holds the whole history
                 ledger = Ledger()
                 self._install(ledger, 0, 0, 0)
                 return
-            # Nothing to build on: the stream starts after seq 1, or it has a gap inside (at
-            # `_gap_next`) that replaying it from the start would only hit again.
-            need = max(first - 1 if first else 0, self._gap_next - 1)
+            # Nothing to build on: replaying from an empty ledger would not reach the stream's
+            # first entry, or would only hit the gap inside it again.
             await self._want_snapshot(need)
-            raise _NotYet(
-                f"no snapshot in Redis, and the stream starts at seq {first} "
-                f"(gap before seq {self._gap_next})"
-                if self._gap_next
-                else f"no snapshot in Redis and the stream starts at seq {first}"
-            )
-        # The snapshot must reach the stream's first entry, and past a gap found inside it.
-        need = max(first - 1 if first else 0, self._gap_next - 1)
+            gap = f", with a gap before seq {self._gap_next}" if self._gap_next else ""
+            raise _NotYet(f"no snapshot in Redis and the stream starts at seq {first}{gap}")
         if snap.journal_seq < need:
             await self._want_snapshot(need)
             raise _NotYet(
