@@ -257,7 +257,7 @@ class Journal:
         self._thread: threading.Thread | None = None
         if durability != "none":
             # Whatever survived the previous run is made durable before anything builds on it.
-            self._sync()
+            self.sync()
         if durability == "async":
             self._thread = threading.Thread(
                 target=self._sync_loop, name="journal-fsync", daemon=True
@@ -412,19 +412,17 @@ class Journal:
         ``none``: nothing; entries live in the OS page cache.
         """
         if self._durability == "sync":
-            self._sync()
+            self.sync()
         else:
             with self._lock:
                 self._check_usable()
 
     def sync(self) -> None:
         """Make every entry appended so far durable now, whatever the mode (one fdatasync unless
-        they are already): what a snapshot of the state through them needs first, so that a
-        machine crash never leaves a snapshot ahead of the journal. Raises `JournalError`, and
-        the journal stops accepting work, if the fsync fails."""
-        self._sync()
-
-    def _sync(self) -> None:
+        they are already): what `commit` does in `sync` mode, the background thread in `async`,
+        and a snapshot of the state through them needs first, so that a machine crash never
+        leaves a snapshot ahead of the journal. Raises `JournalError`, and the journal stops
+        accepting work, if the fsync fails."""
         with self._lock:
             self._check_usable()
             target_seq = self._last_seq
@@ -458,7 +456,7 @@ class Journal:
             if self._failure is not None:
                 return
             try:
-                self._sync()
+                self.sync()
             except JournalError as exc:
                 log.error("journal background fsync failed; appends now fail: %s", exc)
                 return
@@ -549,7 +547,7 @@ class Journal:
             self._thread.join()
         try:
             if self._durability != "none" and self._failure is None:
-                self._sync()
+                self.sync()
         finally:
             with self._lock:
                 self._closed = True
