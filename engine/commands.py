@@ -60,6 +60,7 @@ __all__ = [
     "UpsertGroups",
     "UnfulfilledLine",
     "UpsertNodes",
+    "UpsertResult",
 ]
 
 
@@ -438,11 +439,20 @@ class SourceReserve(_Command, frozen=True):
 
 
 class UpsertNodes(_Command, frozen=True):
+    """Register or replace nodes. `request_id` (optional) makes a retry answer as the first did
+    instead of applying again: a late retry of "disable N1" must not undo a later "enable N1"."""
+
     nodes: tuple[NodeSpec, ...]
+    request_id: str = ""
 
 
 class UpsertGroups(_Command, frozen=True):
+    """Define or replace groups. A group naming a node that is not registered (when this command
+    applies) is answered UNKNOWN_NODE and left out; the others are upserted. `request_id` as in
+    UpsertNodes."""
+
     groups: tuple[GroupSpec, ...]
+    request_id: str = ""
 
 
 class Threshold(_Struct, frozen=True):
@@ -531,6 +541,17 @@ class ReserveColumnsResult(msgspec.Struct, frozen=True):
 
 class SupplyResult(msgspec.Struct, frozen=True):
     statuses: tuple[LineStatus, ...]
+    replayed: bool
+
+
+class UpsertResult(msgspec.Struct, frozen=True):
+    """The outcome of an UpsertNodes or UpsertGroups: per spec, in order, OK or UNKNOWN_NODE (a
+    group left out); `created` and `updated` count the distinct ids upserted that were new and
+    that already existed."""
+
+    statuses: tuple[LineStatus, ...]
+    created: int
+    updated: int
     replayed: bool
 
 

@@ -64,6 +64,7 @@ from engine.commands import (
     TransferShip,
     UpsertGroups,
     UpsertNodes,
+    UpsertResult,
 )
 from engine.errors import Code, EngineError, Rejection, id_conflict
 from engine.ids import FinalIds, IdTable
@@ -108,7 +109,7 @@ FORMAT_VERSION = 1
 # Index passed to kernels for a group id that is not defined: out of range, so UNKNOWN_GROUP.
 _GROUP_UNKNOWN = 2**31 - 1
 
-Outcome = Any  # ReservationResult | SupplyResult | TransferResult | int | Rejection
+Outcome = Any  # ReservationResult | SupplyResult | TransferResult | UpsertResult | Rejection | …
 
 
 class Quantities(msgspec.Struct, frozen=True):
@@ -326,6 +327,8 @@ def _room_for(names: _Names, wanted: Iterable[str], count_max: int, what: str) -
 
 
 _HELD = int(ReservationState.HELD)
+_OK = int(LineStatus.OK)
+_UNKNOWN_NODE = int(LineStatus.UNKNOWN_NODE)
 _REJECTED = int(ReservationState.REJECTED)
 
 
@@ -1650,9 +1653,10 @@ class Ledger:
     # --- nodes and groups ------------------------------------------------------------------
 
     def _upsert_nodes_one(self, cmds: list[UpsertNodes], now: int) -> list[Outcome]:
-        nodes = cmds[0].nodes
-        bad = None
-        if not nodes or len(nodes) > limits.REQUEST_LINES_MAX:
+        cmd = cmds[0]
+        nodes = cmd.nodes
+        bad = _check_id(cmd.request_id, "request_id", required=False)
+        if bad is None and (not nodes or len(nodes) > limits.REQUEST_LINES_MAX):
             bad = _invalid("nodes", f"must have 1..{limits.REQUEST_LINES_MAX} nodes")
         for i, spec in enumerate(nodes):
             if bad is not None:
@@ -1669,10 +1673,16 @@ class Ledger:
                 bad = _check_qty(spec.priority, f"{f}.priority", -(2**31), 2**31 - 1)
             if bad is None:
                 bad = _check_qty(spec.daily_capacity, f"{f}.daily_capacity", 0, 2**62)
-        if bad is None:
-            bad = _room_for(self._nodes, (s.node_id for s in nodes), limits.NODES_MAX, "nodes")
         if bad is not None:
             return [bad]
+        key, content = self._upsert_key(cmd)
+        if key and (seen := self._upsert_seen(key, cmd.request_id, content)) is not None:
+            return [seen]
+        bad = _room_for(self._nodes, (s.node_id for s in nodes), limits.NODES_MAX, "nodes")
+        if bad is not None:
+            return [bad]
+        distinct = {spec.node_id for spec in nodes}
+        created = len(distinct - self._nodes.ids.keys())
         ids = [self._nodes.intern(spec.node_id) for spec in nodes]
         self._ensure(nodes=len(self._nodes))
         while len(self._node_names) < len(self._nodes):
@@ -1690,12 +1700,17 @@ class Ledger:
             f64[n, 0] = spec.lat
             f64[n, 1] = spec.lon
             self._node_names[n] = spec.name
-        return [len(ids)]
+        statuses = [_OK] * len(nodes)
+        return [self._upsert_result(key, content, statuses, created, len(distinct) - created, now)]
 
     def _upsert_groups_one(self, cmds: list[UpsertGroups], now: int) -> list[Outcome]:
-        groups = cmds[0].groups
-        bad = None
-        if not groups or len(groups) > limits.REQUEST_LINES_MAX:
+        """Invalid fields refuse the whole command; a group naming a node that is not registered
+        is answered UNKNOWN_NODE and left out (so a stream that registers nodes and then names
+        them in groups works whichever batch each lands in)."""
+        cmd = cmds[0]
+        groups = cmd.groups
+        bad = _check_id(cmd.request_id, "request_id", required=False)
+        if bad is None and (not groups or len(groups) > limits.REQUEST_LINES_MAX):
             bad = _invalid("groups", f"must have 1..{limits.REQUEST_LINES_MAX} groups")
         for i, spec in enumerate(groups):
             if bad is not None:
@@ -1714,23 +1729,28 @@ class Ledger:
                 if bad is not None:
                     break
                 bad = _check_id(node_id, f"{f}.node_ids[{j}]")
-                if bad is None and not self._node_registered(node_id):
-                    bad = _reject(
-                        Code.FAILED_PRECONDITION,
-                        "UNKNOWN_NODE",
-                        f"{f}.node_ids[{j}]: node {node_id!r} is not registered",
-                    )
-        if bad is None:
-            bad = _room_for(self._groups, (s.group_id for s in groups), limits.GROUPS_MAX, "groups")
         if bad is not None:
             return [bad]
-        ids = [self._groups.intern(spec.group_id) for spec in groups]
+        key, content = self._upsert_key(cmd)
+        if key and (seen := self._upsert_seen(key, cmd.request_id, content)) is not None:
+            return [seen]
+        statuses = [
+            _OK if all(map(self._node_registered, spec.node_ids)) else _UNKNOWN_NODE
+            for spec in groups
+        ]
+        applied = [spec for spec, s in zip(groups, statuses, strict=True) if s == _OK]
+        bad = _room_for(self._groups, (s.group_id for s in applied), limits.GROUPS_MAX, "groups")
+        if bad is not None:
+            return [bad]
+        distinct = {spec.group_id for spec in applied}
+        created = len(distinct - self._groups.ids.keys())
+        ids = [self._groups.intern(spec.group_id) for spec in applied]
         self._ensure(groups=len(self._groups), nodes=len(self._nodes))
         while len(self._group_specs) < len(self._groups):
             self._group_specs.append(None)
         g64 = self._a["grp_i64"]
         member = self._a["member"]
-        for g, spec in zip(ids, groups, strict=True):
+        for g, spec in zip(ids, applied, strict=True):
             g64[g, G_DEFINED] = 1
             g64[g, G_BUFFER_UNITS] = spec.buffer_units
             g64[g, G_BUFFER_BP] = round(spec.buffer_pct * 100)
@@ -1738,7 +1758,31 @@ class Ledger:
             for node_id in spec.node_ids:
                 member[g, self._nodes.ids[node_id]] = 1
             self._group_specs[g] = spec
-        return [len(ids)]
+        return [self._upsert_result(key, content, statuses, created, len(distinct) - created, now)]
+
+    @staticmethod
+    def _upsert_key(cmd: UpsertNodes | UpsertGroups) -> tuple[str, bytes]:
+        """The idempotency key and content of an upsert with a request_id, else ("", b"")."""
+        if not cmd.request_id:
+            return "", b""
+        return f"{type(cmd).__name__}:{cmd.request_id}", _encode(cmd)
+
+    def _upsert_seen(self, key: str, request_id: str, content: bytes) -> Outcome | None:
+        seen = self._requests.get(key)
+        if seen is None:
+            return None
+        if seen[0] != content:
+            return id_conflict("request_id", request_id)
+        created, updated, *statuses = np.frombuffer(seen[1], np.int64).tolist()
+        return UpsertResult(tuple(map(LineStatus, statuses)), created, updated, True)
+
+    def _upsert_result(
+        self, key: str, content: bytes, statuses: list[int], created: int, updated: int, now: int
+    ) -> UpsertResult:
+        if key:
+            outcome = np.array([created, updated, *statuses], np.int64).tobytes()
+            self._remember_request(key, content, outcome, now)
+        return UpsertResult(tuple(map(LineStatus, statuses)), created, updated, False)
 
     def _node_registered(self, node_id: str) -> bool:
         n = self._nodes.ids.get(node_id)
@@ -2080,11 +2124,15 @@ class Ledger:
         )
         return self._one(now_ms, cmd)
 
-    def upsert_nodes(self, nodes: Sequence[NodeSpec], now_ms: int = 0) -> int:
-        return self._one(now_ms, UpsertNodes(tuple(nodes)))
+    def upsert_nodes(
+        self, nodes: Sequence[NodeSpec], now_ms: int = 0, *, request_id: str = ""
+    ) -> UpsertResult:
+        return self._one(now_ms, UpsertNodes(tuple(nodes), request_id))
 
-    def upsert_groups(self, groups: Sequence[GroupSpec], now_ms: int = 0) -> int:
-        return self._one(now_ms, UpsertGroups(tuple(groups)))
+    def upsert_groups(
+        self, groups: Sequence[GroupSpec], now_ms: int = 0, *, request_id: str = ""
+    ) -> UpsertResult:
+        return self._one(now_ms, UpsertGroups(tuple(groups), request_id))
 
     # --- state export / import -------------------------------------------------------------
 

@@ -41,6 +41,7 @@ from engine.commands import (
     TransferShip,
     UpsertGroups,
     UpsertNodes,
+    UpsertResult,
 )
 
 __all__ = ["Model", "Pos", "Rej"]
@@ -766,7 +767,7 @@ class Model:
     # --- nodes and groups ---------------------------------------------------------------------
 
     def upsert_nodes(self, cmd: UpsertNodes) -> Any:
-        if self._bad_count(cmd.nodes):
+        if self._bad_id(cmd.request_id, required=False) or self._bad_count(cmd.nodes):
             return _invalid()
         for spec in cmd.nodes:
             if (
@@ -778,28 +779,64 @@ class Model:
                 or self._bad_qty(spec.daily_capacity, 0, 2**62)
             ):
                 return _invalid()
+        if (seen := self._upsert_seen(cmd)) is not None:
+            return seen
+        distinct = {spec.node_id for spec in cmd.nodes}
+        created = len(distinct - self.nodes.keys())
         for spec in cmd.nodes:
             self.nodes[spec.node_id] = spec.enabled
-        return len(cmd.nodes)
+        statuses = (LineStatus.OK,) * len(cmd.nodes)
+        return self._upsert_done(cmd, statuses, created, len(distinct) - created)
 
     def upsert_groups(self, cmd: UpsertGroups) -> Any:
-        if self._bad_count(cmd.groups):
+        """Bad fields refuse the command; a group naming an unregistered node is left out."""
+        if self._bad_id(cmd.request_id, required=False) or self._bad_count(cmd.groups):
             return _invalid()
         for spec in cmd.groups:
             if (
                 self._bad_id(spec.group_id)
                 or self._bad_qty(spec.buffer_units, 0)
                 or not 0.0 <= spec.buffer_pct <= limits.BUFFER_PCT_MAX
+                or any(self._bad_id(node) for node in spec.node_ids)
             ):
                 return _invalid()
-            for node in spec.node_ids:
-                if self._bad_id(node):
-                    return _invalid()
-                if node not in self.nodes:
-                    return Rej("FAILED_PRECONDITION", "UNKNOWN_NODE")
-        for spec in cmd.groups:
+        if (seen := self._upsert_seen(cmd)) is not None:
+            return seen
+        statuses = tuple(
+            LineStatus.OK
+            if all(n in self.nodes for n in spec.node_ids)
+            else LineStatus.UNKNOWN_NODE
+            for spec in cmd.groups
+        )
+        applied = [s for s, ok in zip(cmd.groups, statuses, strict=True) if ok == LineStatus.OK]
+        distinct = {spec.group_id for spec in applied}
+        created = len(distinct - self.groups.keys())
+        for spec in applied:
             self.groups[spec.group_id] = _group(spec)
-        return len(cmd.groups)
+        return self._upsert_done(cmd, statuses, created, len(distinct) - created)
+
+    def _upsert_seen(self, cmd: UpsertNodes | UpsertGroups) -> Any:
+        key = f"{type(cmd).__name__}:{cmd.request_id}"
+        if not cmd.request_id or key not in self.requests:
+            return None
+        seen_cmd, seen = self.requests[key]
+        if seen_cmd != cmd:
+            return Rej("ALREADY_EXISTS", "ID_CONFLICT")
+        return UpsertResult(seen.statuses, seen.created, seen.updated, True)
+
+    def _upsert_done(
+        self,
+        cmd: UpsertNodes | UpsertGroups,
+        statuses: tuple[LineStatus, ...],
+        created: int,
+        updated: int,
+    ) -> UpsertResult:
+        out = UpsertResult(statuses, created, updated, False)
+        if cmd.request_id:
+            key = f"{type(cmd).__name__}:{cmd.request_id}"
+            self.requests[key] = (cmd, out)
+            self._finalize("q", key)
+        return out
 
 
 def _group(spec: GroupSpec) -> MGroup:

@@ -120,4 +120,4 @@ def test_one_upsert_cannot_pass_the_node_or_group_limit(
     assert isinstance(refused, Rejection) and refused.reason == "LIMIT"
     assert ledger.stats()[kind] == 3  # nothing of it was applied
     (one,) = ledger.apply(3, [upsert([f"{prefix}0", f"{prefix}7"])]).results
-    assert one == 2 and ledger.stats()[kind] == 4  # one new id: fits exactly
+    assert (one.created, one.updated) == (1, 1) and ledger.stats()[kind] == 4  # fits exactly

@@ -203,23 +203,29 @@ receive = st.builds(
     TransferReceive, transfer_id, st.integers(0, 4), st.sampled_from(("", "", "v0"))
 )
 cancel = st.builds(TransferCancel, transfer_id)
+# A retried upsert with a request_id answers as the first did (and never applies again).
+upsert_request_id = st.sampled_from(("", "", "u0", "u1"))
 upsert_nodes = st.builds(
     UpsertNodes,
     st.tuples(
         st.builds(NodeSpec, st.sampled_from(NODES), enabled=st.sampled_from((True, True, False)))
     ),
+    upsert_request_id,
 )
 upsert_groups = st.builds(
     UpsertGroups,
-    st.tuples(
+    st.lists(
         st.builds(
             GroupSpec,
             st.sampled_from(GROUPS),
             st.lists(st.sampled_from(NODES + ("nX",)), max_size=3, unique=True).map(tuple),
             st.integers(0, 2),
             st.sampled_from((0.0, 0.0, 10.0, 12.5, 33.33, 50.0, 100.0)),
-        )
-    ),
+        ),
+        min_size=1,
+        max_size=2,
+    ).map(tuple),
+    upsert_request_id,
 )
 command = st.one_of(
     reserve,

@@ -1076,6 +1076,87 @@ async def test_upsert_nodes_and_groups(stubs: Stubs) -> None:
     assert await state(stubs, []) == before
 
 
+async def test_upsert_request_id_replays_and_a_late_retry_changes_nothing(stubs: Stubs) -> None:
+    T = types_pb2
+    node, group = uid("node"), uid("group")
+    disable = supply_pb2.UpsertNodesRequest(
+        request_id=uid("up"), nodes=[T.Node(node_id=node, enabled=False)]
+    )
+    first = await stubs.supply.UpsertNodes(disable)
+    assert (first.created, first.updated, first.replayed) == (1, 0, False)
+    enable = supply_pb2.UpsertNodesRequest(
+        request_id=uid("up"), nodes=[T.Node(node_id=node, enabled=True)]
+    )
+    assert (await stubs.supply.UpsertNodes(enable)).updated == 1
+    late = await stubs.supply.UpsertNodes(disable)  # the first one's retry, arriving last
+    assert (late.created, late.updated, late.replayed) == (1, 0, True)
+    sku = uid("sku")
+    await stock(stubs, sku, node, 3)
+    assert (await quantities(stubs, sku, node)).available == 3  # still enabled
+    groups = supply_pb2.UpsertGroupsRequest(
+        request_id=uid("ug"),
+        groups=[
+            T.Group(group_id=group, node_ids=[node]),
+            T.Group(group_id=uid("g"), node_ids=["x"]),
+        ],
+    )
+    answers = [await stubs.supply.UpsertGroups(groups) for _ in range(2)]
+    assert [(list(a.statuses), a.created, a.replayed) for a in answers] == [
+        ([OK, T.LINE_STATUS_UNKNOWN_NODE], 1, False),
+        ([OK, T.LINE_STATUS_UNKNOWN_NODE], 1, True),
+    ]
+    await expect_error(
+        stubs.supply.UpsertNodes(
+            supply_pb2.UpsertNodesRequest(
+                request_id=disable.request_id, nodes=[T.Node(node_id="y")]
+            )
+        ),
+        grpc.StatusCode.ALREADY_EXISTS,
+        "ID_CONFLICT",
+    )
+
+
+async def test_stream_supply_groups_may_name_nodes_from_earlier_messages(
+    stubs: Stubs, served: tuple[Any, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bulk import streams the nodes, then the groups naming them. Messages that arrive
+    together share a batch; the groups must still find their nodes (they were refused as
+    UNKNOWN_NODE, checked before the batch applied)."""
+    S, T = supply_pb2, types_pb2
+    app = served[0]
+    nodes = [uid("node") for _ in range(3)]
+    group, sku = uid("group"), uid("sku")
+    submit_many = app.sequencer.submit_many
+    batches: list[list[str]] = []
+
+    async def slow(commands: Any, **kwargs: Any) -> Any:
+        batches.append([type(c).__name__ for c in commands])
+        out = await submit_many(commands, **kwargs)
+        await asyncio.sleep(0.05)  # a busy disk: the next messages arrive meanwhile
+        return out
+
+    monkeypatch.setattr(app.sequencer, "submit_many", slow)
+
+    async def feed() -> AsyncIterator[Any]:
+        yield S.SupplyMessage(adjust=_adjust(uid("adj"), (sku, uid("elsewhere"), 1, 1)))
+        upsert = S.UpsertNodesRequest(nodes=[T.Node(node_id=n, enabled=True) for n in nodes])
+        yield S.SupplyMessage(upsert_nodes=upsert)
+        groups = S.UpsertGroupsRequest(groups=[T.Group(group_id=group, node_ids=nodes)])
+        yield S.SupplyMessage(upsert_groups=groups)
+
+    summary = await stubs.supply.StreamSupply(feed())
+    monkeypatch.undo()
+    assert ["UpsertNodes", "UpsertGroups"] in batches  # they shared a batch
+    assert (summary.messages, summary.lines) == (3, 5)
+    assert [(f.status, f.count) for f in summary.failures] == [(T.LINE_STATUS_UNKNOWN_NODE, 1)]
+    await stock(stubs, sku, nodes[0], 2)
+    A = availability_pb2
+    answer = await stubs.availability.GetAvailability(
+        A.GetAvailabilityRequest(queries=[A.AvailabilityQuery(sku=sku, group_id=group)])
+    )
+    assert answer.results[0].quantities.available == 2
+
+
 async def test_stream_supply(stubs: Stubs) -> None:
     sku, node = uid("sku"), uid("node")
     S = supply_pb2

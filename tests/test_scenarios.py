@@ -618,12 +618,7 @@ REFUSALS: list[tuple[str, Any, Code, str]] = [
     ("cancel unknown", TransferCancel("nope"), Code.NOT_FOUND, "TRANSFER_NOT_FOUND"),
     ("nodes empty", UpsertNodes(()), Code.INVALID_ARGUMENT, ""),
     ("node bad lat", UpsertNodes((NodeSpec("Z", lat=91.0),)), Code.INVALID_ARGUMENT, ""),
-    (
-        "group unknown node",
-        UpsertGroups((GroupSpec("g", ("A", "Z")),)),
-        Code.FAILED_PRECONDITION,
-        "UNKNOWN_NODE",
-    ),
+    ("group empty node id", UpsertGroups((GroupSpec("g", ("A", "")),)), Code.INVALID_ARGUMENT, ""),
     (
         "group pct over 100",
         UpsertGroups((GroupSpec("g", ("A",), buffer_pct=100.5),)),

@@ -281,49 +281,35 @@ def plan_upsert_nodes(app: Any, request: supply_pb2.UpsertNodesRequest) -> Plan:
     check_id(request.request_id, "request_id", required=False)
     check_count(len(request.nodes), "nodes")
     specs = tuple(node_spec(node, f"nodes[{i}]") for i, node in enumerate(request.nodes))
-    ledger = app.ledger
-    new_ids = {s.node_id for s in specs if ledger.node_id(s.node_id) < 0}
-    distinct = len({s.node_id for s in specs})
-
-    def statuses(outcome: Any) -> list[int]:
-        return [_OK] * len(specs)
-
-    def response(outcome: Any) -> Any:
-        return supply_pb2.UpsertNodesResponse(
-            statuses=statuses(outcome),
-            created=len(new_ids),
-            updated=distinct - len(new_ids),
-        )
-
-    return Plan(UpsertNodes(specs), statuses, response, len(specs))
+    command = UpsertNodes(specs, request.request_id)
+    return Plan(
+        command, _supply_statuses, _upsert_response(supply_pb2.UpsertNodesResponse), len(specs)
+    )
 
 
 def plan_upsert_groups(app: Any, request: supply_pb2.UpsertGroupsRequest) -> Plan:
-    """Groups naming an unregistered node are answered UNKNOWN_NODE and left out; the rest are
-    upserted together."""
+    """Groups naming a node that is not registered when the command applies are answered
+    UNKNOWN_NODE and left out (the engine decides, so a node upserted just before, in the same
+    batch or stream, counts); the rest are upserted together."""
     check_id(request.request_id, "request_id", required=False)
     check_count(len(request.groups), "groups")
-    specs = [group_spec(group, f"groups[{i}]") for i, group in enumerate(request.groups)]
-    ledger = app.ledger
-    per_group = [
-        _OK if all(ledger.node_id(n) >= 0 for n in spec.node_ids) else int(LineStatus.UNKNOWN_NODE)
-        for spec in specs
-    ]
-    valid = tuple(spec for spec, s in zip(specs, per_group, strict=True) if s == _OK)
-    new_ids = {s.group_id for s in valid if ledger.group_id(s.group_id) == _GROUP_UNKNOWN}
-    distinct = len({s.group_id for s in valid})
+    specs = tuple(group_spec(group, f"groups[{i}]") for i, group in enumerate(request.groups))
+    command = UpsertGroups(specs, request.request_id)
+    return Plan(
+        command, _supply_statuses, _upsert_response(supply_pb2.UpsertGroupsResponse), len(specs)
+    )
 
-    def statuses(outcome: Any) -> list[int]:
-        return per_group
 
+def _upsert_response(message: Any) -> Callable[[Any], Any]:
     def response(outcome: Any) -> Any:
-        return supply_pb2.UpsertGroupsResponse(
-            statuses=per_group,
-            created=len(new_ids) if valid else 0,
-            updated=distinct - len(new_ids) if valid else 0,
+        return message(
+            statuses=_supply_statuses(outcome),
+            created=outcome.created,
+            updated=outcome.updated,
+            replayed=outcome.replayed,
         )
 
-    return Plan(UpsertGroups(valid) if valid else None, statuses, response, len(specs))
+    return response
 
 
 def plan_transfer(app: Any, request: supply_pb2.TransferRequest) -> Plan:
@@ -417,11 +403,13 @@ class SupplyServicer(supply_pb2_grpc.SupplyServiceServicer):
 
     @unary
     async def UpsertNodes(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        return await self._run(plan_upsert_nodes(self.app, request), context)
+        plan = plan_upsert_nodes(self.app, request)
+        return await self._run(plan, context, request_id=request.request_id)
 
     @unary
     async def UpsertGroups(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        return await self._run(plan_upsert_groups(self.app, request), context)
+        plan = plan_upsert_groups(self.app, request)
+        return await self._run(plan, context, request_id=request.request_id)
 
     @unary
     async def SetSafetyStock(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
