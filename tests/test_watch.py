@@ -334,3 +334,43 @@ async def test_one_large_batch_does_not_drop_a_caught_up_watcher() -> None:
     assert hub.disconnected_slow == 1  # counted once
     sub.close()
     assert hub.stats()["subscribers"] == 0
+
+
+async def test_a_resumed_watcher_may_catch_up_before_it_is_judged_on_lag() -> None:
+    """A watcher ended as too slow resumes from its cursor, by definition more than
+    `lag_events_max` behind. It keeps its subscription while it reads its way back (writes go on
+    meanwhile); once caught up, falling behind again ends it as before, and so does the history
+    dropping what it has not read."""
+    hub = EventHub(history_events_max=100, lag_events_max=10)
+
+    def batch(n: int) -> EventBatch:
+        return EventBatch(hub.last_seq + 1, 0, np.zeros((n, EVENT_COLS), np.int64), [], [], [])
+
+    slow = hub.subscribe()
+    hub.publish(batch(20))
+    slow.advance(5)
+    hub.publish(batch(20))
+    hub.publish(batch(20))
+    assert slow.too_slow
+    slow.close()
+    sub = hub.subscribe(resume_after_seq=slow.cursor)  # 55 events behind
+    hub.publish(batch(5))
+    assert not sub.too_slow  # old code: dropped at once
+    sub.advance(30)
+    hub.publish(batch(5))
+    assert not sub.too_slow
+    sub.advance(60)  # caught up with the events of its resume
+    hub.publish(batch(5))
+    sub.advance(hub.last_seq)
+    assert not sub.too_slow and hub.disconnected_slow == 1
+    for _ in range(2):
+        hub.publish(batch(20))  # behind again, not catching up: the usual rule
+    assert sub.too_slow and hub.disconnected_slow == 2
+    sub.close()
+
+    # Resumed and never reading: the history drops its cursor, which ends it.
+    stalled = hub.subscribe(resume_after_seq=hub.last_seq - 50)
+    for _ in range(6):
+        hub.publish(batch(20))
+    assert stalled.too_slow and hub.disconnected_slow == 3
+    stalled.close()
