@@ -158,6 +158,7 @@ def recover(config: ServerConfig, store: SnapshotStore | None = None) -> Recover
             async_interval_ms=config.async_fsync_interval_ms,
             start_seq=after + 1,
             keep_after=after,  # the checked segments stay in memory for `_replay`: read once
+            durable_through=after,  # damage at or below the snapshot's seq is not a torn tail
         )
     except JournalError as exc:
         raise StartupError(f"journal {journal_dir}: {exc}; refusing to start") from None

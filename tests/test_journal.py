@@ -359,6 +359,53 @@ def test_none_mode_never_fsyncs(tmp_path: Path) -> None:
     assert len(replayed(tmp_path)) == 100
 
 
+@pytest.mark.parametrize("durability", ["sync", "async"])
+def test_open_makes_every_segment_of_a_none_run_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, durability: str
+) -> None:
+    """Segments a `none` run wrote in this boot may be in the page cache only: a journal opened
+    in `sync` or `async` fsyncs each of them before it builds on them (it fsynced only the
+    active one, so a machine crash could lose older entries that later ones were acked after)."""
+    with Journal.open(tmp_path, "none", segment_bytes_max=1024) as journal:
+        journal.append_many(payload_for(s) for s in range(1, 101))
+    on_disk = {p.name for p in segments(tmp_path)}
+    assert len(on_disk) > 3
+    synced: set[str] = set()
+    real = journal_module._fdatasync
+
+    def recording(fd: int) -> None:
+        synced.add(Path(os.readlink(f"/proc/self/fd/{fd}")).name)
+        real(fd)
+
+    monkeypatch.setattr(journal_module, "_fdatasync", recording)
+    with Journal.open(tmp_path, durability, segment_bytes_max=1024) as journal:  # type: ignore[arg-type]
+        assert journal.synced_seq == 100
+    assert synced == on_disk
+    synced.clear()
+    with Journal.open(tmp_path, "none", segment_bytes_max=1024):
+        pass
+    assert synced == set()  # `none` promises nothing and fsyncs nothing
+
+
+def test_damage_below_the_durable_floor_is_refused_and_left_on_disk(tmp_path: Path) -> None:
+    """A damaged last record is a torn write only if it may never have reached the disk. When a
+    snapshot says entries through seq n were fsynced, damage that leaves the journal ending
+    before n is lost data: open refuses and cuts nothing, so the evidence stays."""
+    with Journal.open(tmp_path, "sync") as journal:
+        journal.append_many(payload_for(s) for s in range(1, 11))
+        journal.commit()
+    (path,) = segments(tmp_path)
+    data = bytearray(path.read_bytes())
+    data[-2] ^= 0xFF  # inside the last record (seq 10)
+    path.write_bytes(bytes(data))
+    with pytest.raises(JournalCorruptError, match="seq 10, which was durable"):
+        Journal.open(tmp_path, "sync", durable_through=10)
+    assert path.read_bytes() == bytes(data)
+    with Journal.open(tmp_path, "sync", durable_through=9) as journal:  # a torn tail after 9
+        assert journal.last_seq == 9
+    assert list(replayed(tmp_path)) == expected(9)
+
+
 def test_bad_arguments(tmp_path: Path) -> None:
     with pytest.raises(JournalError, match="durability"):
         Journal.open(tmp_path, "fast")  # type: ignore[arg-type]

@@ -250,6 +250,25 @@ async def test_snapshot_ahead_of_journal_refuses(tmp_path: Path) -> None:
         await App(config).start()
 
 
+async def test_damage_to_an_entry_the_snapshot_covers_is_refused_not_cut(tmp_path: Path) -> None:
+    """The last journal entry is damaged, and the snapshot includes it: not a torn write (the
+    snapshotter fsynced it first) but lost data. Recovery refuses and leaves the file as it was
+    (it used to cut the record as a torn tail first, then refuse)."""
+    config = _config(tmp_path / "data")
+    app = App(config)
+    await app.start()
+    await _seed(app)
+    await app.snapshot_now()
+    await app.stop()
+    (segment,) = sorted((tmp_path / "data" / "journal").glob("journal-*.log"))
+    data = bytearray(segment.read_bytes())
+    data[-2] ^= 0xFF
+    segment.write_bytes(bytes(data))
+    with pytest.raises(StartupError, match="which was durable"):
+        await App(config).start()
+    assert segment.read_bytes() == bytes(data)
+
+
 async def test_flipped_byte_mid_log_exits_2(tmp_path: Path) -> None:
     data = tmp_path / "data"
     app = App(_config(data, snapshot_journal_entries=1_000_000))

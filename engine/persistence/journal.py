@@ -206,6 +206,16 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        _fdatasync(fd)
+    except OSError as exc:
+        raise JournalError(f"journal fsync of {path.name} failed: {exc}") from exc
+    finally:
+        os.close(fd)
+
+
 def _fdatasync(fd: int) -> None:
     # fdatasync skips the inode timestamp flush; the size change it needs is still written.
     if hasattr(os, "fdatasync"):
@@ -276,6 +286,7 @@ class Journal:
         async_interval_ms: float = ASYNC_INTERVAL_MS_DEFAULT,
         start_seq: int = 1,
         keep_after: int | None = None,
+        durable_through: int = 0,
     ) -> Journal:
         """Open (creating if needed) the journal in ``directory`` and recover it.
 
@@ -288,6 +299,11 @@ class Journal:
         holding entries after it (up to ``KEPT_BYTES_MAX``) stay in memory until the first
         ``replay``, which then reads and checks them no second time and lets each go once it has
         yielded its entries. An append drops what is kept of the segment it writes to.
+
+        ``durable_through`` (recovery passes its snapshot's seq, whose entries the snapshotter
+        made durable before saving it): damage at the end of the last segment that leaves the
+        journal ending before this seq is not a torn write but lost acknowledged entries; it
+        raises ``JournalCorruptError`` and nothing is cut, so the evidence stays on disk.
         """
         if durability not in DURABILITY_MODES:
             raise JournalError(f"durability must be one of {DURABILITY_MODES}, got {durability!r}")
@@ -306,8 +322,18 @@ class Journal:
             except BlockingIOError:
                 raise JournalError(f"journal {path} is in use by another process") from None
             segments = _recover(
-                path, start_seq, truncate_sync=durability != "none", keep_after=keep_after
+                path,
+                start_seq,
+                truncate_sync=durability != "none",
+                keep_after=keep_after,
+                durable_through=durable_through,
             )
+            if durability != "none":
+                # A previous run in `none` mode, in this boot, may have left any segment in the
+                # page cache only: the older ones are made durable here, the active one by the
+                # constructor, before anything builds on them.
+                for segment in segments[:-1]:
+                    _fsync_file(segment.path)
             return cls(path, durability, segments, lock_fd, segment_bytes_max, async_interval_ms)
         except BaseException:
             os.close(lock_fd)
@@ -591,7 +617,11 @@ def _read_checked(path: Path, first_seq: int, stop_seq: int, size_bytes: int) ->
 
 
 def _recover(
-    directory: Path, start_seq: int, truncate_sync: bool, keep_after: int | None = None
+    directory: Path,
+    start_seq: int,
+    truncate_sync: bool,
+    keep_after: int | None = None,
+    durable_through: int = 0,
 ) -> list[_Segment]:
     listed = _list_segments(directory)
     if not listed:
@@ -630,6 +660,12 @@ def _recover(
                 raise JournalCorruptError(
                     f"journal {path} offset {offset}: {parsed}, followed by a valid record at "
                     f"offset {later} (corruption in the middle of the journal)"
+                )
+            if expected - 1 < durable_through:
+                raise JournalCorruptError(
+                    f"journal {path} offset {offset}: {parsed} at seq {expected}, which was "
+                    f"durable (entries through seq {durable_through} were fsynced before a "
+                    "snapshot was saved); not cutting it as a torn tail"
                 )
             log.warning(
                 "journal %s: torn tail at offset %d (%s); cutting %d bytes after seq %d",
