@@ -12,10 +12,11 @@ first watcher that reads them. Each subscriber reads the shared history at its o
 A subscriber further behind than that (its RPC cannot write because the client does not read) is
 marked too slow at the next publish and gets a final RESOURCE_EXHAUSTED (SUBSCRIBER_TOO_SLOW);
 it may resume from the last sequence it saw while the history still has it. A resumed subscriber
-starts further behind than `lag_events_max` by nature (that is why it was ended), so it is not
-judged on lag until it has read up to the last event at its resume (`catch_up_to`): while
-catching up, only the history dropping its cursor ends it (at the next publish, or when it reads).
-Once caught up, the usual rule holds.
+may start further behind than `lag_events_max` (that is why it was ended), so it is `catching_up`
+until it is within `lag_events_max` of the newest event again, however many events arrive
+meanwhile: while catching up, only the history dropping its cursor ends it (at a publish, or when
+it reads), which for one that stalls takes up to `history_events_max` events instead of
+`lag_events_max`. Once caught up, the usual rule holds.
 
 What makes a subscriber fall behind is its `context.write`: in grpc-core a server-streaming
 write completes when HTTP/2 flow control has let the message out (not when it is queued), and the
@@ -131,8 +132,8 @@ class Subscription:
     ) -> None:
         self._hub = hub
         self.cursor = cursor  # the last sequence read from the history (delivered or filtered)
-        # Not judged on lag while cursor < catch_up_to (a resume starts behind).
-        self.catch_up_to = hub.last_seq if cursor < hub.last_seq else 0
+        # A resume this far behind is not judged on lag until it is within it again.
+        self.catching_up = cursor < hub.last_seq - hub.lag_events_max
         self._skus = skus
         self._nodes = node_ids
         self._groups = group_ids
@@ -262,8 +263,11 @@ class EventHub:
         self.published += len(batch)
         kept_after = ring[0].seq_first - 1  # the history holds the events after this seq
         for sub in self._subs:
-            if sub.cursor < floor and (sub.cursor >= sub.catch_up_to or sub.cursor < kept_after):
-                sub.mark_too_slow()
+            if sub.cursor < floor:
+                if not sub.catching_up or sub.cursor < kept_after:
+                    sub.mark_too_slow()
+            elif sub.catching_up:
+                sub.catching_up = False
             sub.wake.set()
         for hook in self.publish_hooks:
             try:
