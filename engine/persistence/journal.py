@@ -207,13 +207,14 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
     try:
-        _fdatasync(fd)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            _fdatasync(fd)
+        finally:
+            os.close(fd)
     except OSError as exc:
         raise JournalError(f"journal fsync of {path.name} failed: {exc}") from exc
-    finally:
-        os.close(fd)
 
 
 def _fdatasync(fd: int) -> None:
@@ -300,10 +301,11 @@ class Journal:
         ``replay``, which then reads and checks them no second time and lets each go once it has
         yielded its entries. An append drops what is kept of the segment it writes to.
 
-        ``durable_through`` (recovery passes its snapshot's seq, whose entries the snapshotter
-        made durable before saving it): damage at the end of the last segment that leaves the
-        journal ending before this seq is not a torn write but lost acknowledged entries; it
-        raises ``JournalCorruptError`` and nothing is cut, so the evidence stays on disk.
+        ``durable_through`` (recovery passes its snapshot's seq: the snapshotter fsyncs the
+        journal's active segment through it before saving, ``sync()``): damage at the end of the
+        last segment that leaves the journal ending before this seq is not a torn write but lost
+        entries; it raises ``JournalCorruptError`` and nothing is cut, so the evidence stays on
+        disk. (Damage in any segment but the last is refused in every case.)
         """
         if durability not in DURABILITY_MODES:
             raise JournalError(f"durability must be one of {DURABILITY_MODES}, got {durability!r}")
