@@ -41,7 +41,7 @@ from server.auth import PUBLIC, Tokens, TokensFileError, bearer_token, method_ro
 from server.convert import EdgeError, abort_with, answer_error, status_of
 from server.metrics import RpcSeries
 
-__all__ = ["RpcHandlers", "build_handlers"]
+__all__ = ["MalformedMessage", "RpcHandlers", "build_handlers", "parse_request"]
 
 _UNKNOWN_METHOD = "unknown"
 _UNAUTHENTICATED_MESSAGE = "missing or unknown bearer token (send `authorization: Bearer <token>`)"
@@ -212,6 +212,8 @@ def _wrap(handler: grpc.RpcMethodHandler, series: RpcSeries) -> grpc.RpcMethodHa
         handler = handler._replace(request_deserializer=None)
     if handler.unary_unary is not None:
         behavior = handler.unary_unary
+        if getattr(behavior, "raw_request", False):
+            parse = None  # it takes the request bytes (server/wire.py, `raw_request`)
         serialize = None
         if getattr(behavior, "pre_encoded", False):
             # Its answers may be wire bytes already (server/wire.py): registered without a
@@ -242,6 +244,15 @@ class MalformedMessage(EdgeError):
 
 
 Prepare = Any  # (request) -> request: `_one` or `_each`, or None
+
+
+def parse_request(parse: Any, request: bytes) -> Any:
+    """`parse(request)`; bytes that do not parse raise `MalformedMessage` (for a `raw_request`
+    method that parses its request itself)."""
+    try:
+        return parse(request)
+    except Exception as exc:
+        raise MalformedMessage(parse, exc) from None
 
 
 def _one(parse: Any) -> Prepare:

@@ -13,6 +13,14 @@ The bytes are exactly what the runtime would write for the same message (tests/t
 compares them over statuses, negative quantities and long ids): fields in number order, zero
 scalars left out, the query echoed as serialized, and `quantities` always present (empty when
 the status is not OK), as the message path sets it.
+
+The request side: `one_query_at_node` reads the usual request — one query, a SKU at a node, as
+every protobuf runtime writes it — straight from its bytes, so the call skips parsing a message
+tree, reading its fields and serializing the query again for the echo (~1.9 µs of ~4.4 µs
+in-process). Any other shape (several queries, a group, `promise_by_ms`, unknown fields, ids of
+more than 123 bytes together, invalid UTF-8) answers None and takes the parsed path.
+`raw_request` marks a servicer method that takes the request bytes and parses them itself when
+that answers None.
 """
 
 from __future__ import annotations
@@ -26,7 +34,9 @@ from numba import njit
 __all__ = [
     "QUERY_BYTES_MAX",
     "encode_one_result",
+    "one_query_at_node",
     "pre_encoded",
+    "raw_request",
     "result_buffer",
 ]
 
@@ -47,6 +57,39 @@ def pre_encoded(method: F) -> F:
     without a response serializer and serializes its message answers itself."""
     method.pre_encoded = True  # type: ignore[attr-defined]
     return method
+
+
+def raw_request(method: F) -> F:
+    """Mark a unary servicer method that takes its request as bytes (and parses it itself when
+    it must): `RpcHandlers` then registers it without parsing the request."""
+    method.raw_request = True  # type: ignore[attr-defined]
+    return method
+
+
+def one_query_at_node(data: bytes) -> tuple[str, str, bytes] | None:
+    """(sku, node_id, the query's bytes) of a GetAvailabilityRequest holding exactly one
+    AvailabilityQuery{sku = 1, node_id = 2}, both set, in field order with nothing else, and
+    short enough that every length is one varint byte (at most 129 bytes in all: ids of up to
+    123 bytes together, far beyond the usual); None for any other bytes (the caller parses
+    those). The query's bytes are then exactly what serializing the parsed query gives: the
+    answer's echo. Ids that short always pass the id checks (1..ID_BYTES_MAX bytes)."""
+    n = len(data)
+    # 0x0A: queries (1, length-delimited), the whole rest; 0x0A: sku (1, length-delimited);
+    # 0x12: node_id (2, length-delimited), to the end. Every length fits one varint byte.
+    if n > 129 or n < 6 or data[0] != 0x0A or data[1] != n - 2 or data[2] != 0x0A:
+        return None
+    sku_end = 4 + data[3]
+    if (
+        sku_end == 4
+        or sku_end + 2 >= n
+        or data[sku_end] != 0x12
+        or data[sku_end + 1] != n - 2 - sku_end
+    ):
+        return None
+    try:
+        return data[4:sku_end].decode(), data[sku_end + 2 :].decode(), data[2:]
+    except UnicodeDecodeError:
+        return None  # the parser refuses it, with its own message
 
 
 def result_buffer() -> np.ndarray:

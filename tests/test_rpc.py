@@ -1287,11 +1287,18 @@ async def test_malformed_request_is_invalid_argument(stubs: Stubs, path: str) ->
     assert await state(stubs, [(sku, node)]) == before
 
 
-async def test_malformed_utf8_id_is_invalid_argument(stubs: Stubs) -> None:
-    # A GetAvailabilityRequest whose one query's sku is the bytes ff fe (not UTF-8).
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"\n\x04\n\x02\xff\xfe",  # one query whose sku is the bytes ff fe (not UTF-8)
+        b"\n\x08\n\x02\xff\xfe\x12\x02n1",  # the same at a node: the shape read from bytes
+        b"\n\x08\n\x02ab\x12\x02\xc3(",  # a node id that is not UTF-8
+    ],
+)
+async def test_malformed_utf8_id_is_invalid_argument(stubs: Stubs, payload: bytes) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await stubs.channel.unary_unary("/omnistock.v1.AvailabilityService/GetAvailability")(
-            b"\n\x04\n\x02\xff\xfe"
+            payload
         )
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error_info(raised.value).reason == "MALFORMED_MESSAGE"

@@ -17,7 +17,13 @@ from engine.commands import Line, ReservationView, ReservedLine
 from omnistock.v1 import availability_pb2, reservation_pb2, types_pb2
 from server.convert import reservation_pb
 from server.servicers.availability import one_result_message
-from server.wire import QUERY_BYTES_MAX, encode_one_result, pre_encoded, result_buffer
+from server.wire import (
+    QUERY_BYTES_MAX,
+    encode_one_result,
+    one_query_at_node,
+    pre_encoded,
+    result_buffer,
+)
 from tests.nojit import pytest_without_jit
 
 I64 = st.integers(-(2**63), 2**63 - 1)
@@ -59,6 +65,62 @@ def test_same_bytes_as_the_runtime(
     parsed = availability_pb2.GetAvailabilityResponse.FromString(got)
     assert parsed.results[0].query == query
     assert parsed.results[0].HasField("quantities")
+
+
+@given(query=queries(), extra=st.sampled_from([None, "query", "unknown field"]))
+def test_one_query_at_node_reads_the_usual_request_from_its_bytes(
+    query: availability_pb2.AvailabilityQuery, extra: str | None
+) -> None:
+    """The ids and the echo read from the bytes are what parsing gives; every other shape is
+    left to the parser (None)."""
+    request = availability_pb2.GetAvailabilityRequest(queries=[query])
+    if extra == "query":
+        request.queries.add(sku="another")
+    data = request.SerializeToString()
+    if extra == "unknown field":
+        data += b"\x10\x01"  # field 2, varint: not in GetAvailabilityRequest
+    got = one_query_at_node(data)
+    usual = (
+        extra is None
+        and query.WhichOneof("scope") == "node_id"
+        and query.promise_by_ms == 0
+        and len(query.sku) > 0
+        and len(query.node_id) > 0
+        and len(query.sku.encode()) + len(query.node_id.encode()) <= 123  # one-byte lengths
+    )
+    if not usual:
+        assert got is None
+        return
+    assert got == (query.sku, query.node_id, query.SerializeToString())
+    parsed = availability_pb2.GetAvailabilityRequest.FromString(data)
+    assert parsed.queries[0] == query
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\n",
+        b"\n\x07\n\x01a\x12\x01b",  # one byte short of its length
+        b"\n\x05\n\x01a\x12\x01bc",  # one byte over
+        b"\n\x06\n\x00\x12\x02nn",  # empty sku, written
+        b"\n\x05\n\x01a\x12\x00",  # empty node id, written
+        b"\n\x05\n\x01a\x1a\x01g",  # a group (field 3), not a node
+        b"\n\x05\x12\x01n\n\x01a",  # fields out of order (a serializer never writes this)
+        b"\n\x06\n\x02\xff\xfe\x12\x00",  # not UTF-8, and an empty node id
+        b"\n\x08\n\x02\xff\xfe\x12\x02n1",  # not UTF-8: the parser refuses it
+    ],
+)
+def test_one_query_at_node_leaves_other_bytes_to_the_parser(data: bytes) -> None:
+    assert one_query_at_node(data) is None
+
+
+def test_one_query_at_node_ids_up_to_127_bytes() -> None:
+    for sku_len, node_len in [(1, 1), (127, 1), (1, 121), (60, 61)]:
+        query = availability_pb2.AvailabilityQuery(sku="s" * sku_len, node_id="n" * node_len)
+        data = availability_pb2.GetAvailabilityRequest(queries=[query]).SerializeToString()
+        fits = len(data) <= 129  # every length in one varint byte
+        assert (one_query_at_node(data) is not None) == fits, (sku_len, node_len)
 
 
 def test_the_longest_query_fits_the_buffer() -> None:
