@@ -1773,14 +1773,16 @@ class Ledger:
             return None
         if seen[0] != content:
             return id_conflict("request_id", request_id)
-        created, updated, *statuses = np.frombuffer(seen[1], np.int64).tolist()
+        created, updated = np.frombuffer(seen[1], np.int64, 2).tolist()
+        statuses = np.frombuffer(seen[1], np.int8, offset=16).tolist()
         return UpsertResult(tuple(map(LineStatus, statuses)), created, updated, True)
 
     def _upsert_result(
         self, key: str, content: bytes, statuses: list[int], created: int, updated: int, now: int
     ) -> UpsertResult:
         if key:
-            outcome = np.array([created, updated, *statuses], np.int64).tobytes()
+            counts = np.array([created, updated], np.int64).tobytes()
+            outcome = counts + np.array(statuses, np.int8).tobytes()
             self._remember_request(key, content, outcome, now)
         return UpsertResult(tuple(map(LineStatus, statuses)), created, updated, False)
 

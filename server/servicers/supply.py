@@ -71,7 +71,6 @@ _MOVES = {
     (supply_pb2.STOCK_BUCKET_UNAVAILABLE, supply_pb2.STOCK_BUCKET_SELLABLE): MoveKind.TO_SELLABLE,
 }
 # Not a group id the ledger knows (`Ledger.group_id` answers this for unknown ids).
-_GROUP_UNKNOWN = 2**31 - 1
 # StreamSupply: messages (and lines) submitted together at most; the sequencer's batch bounds.
 STREAM_MESSAGES_MAX = 64
 STREAM_LINES_MAX = 4 * limits.REQUEST_LINES_MAX
