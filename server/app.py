@@ -102,6 +102,7 @@ class App:
         self.snapshotter: Snapshotter | None = None
         self._sequencer: Sequencer | None = None
         self._ledger: Ledger | None = None
+        self._not_ready_message = "the server is still recovering"  # why `_ledger` is None
         self._ready = False
         self._stopped = False
         self.publisher: Any = None  # server.streams.StreamPublisher with --redis (issue 6)
@@ -118,7 +119,7 @@ class App:
     def ledger(self) -> Ledger:
         """The live ledger, for reads on the event loop (raises NotReady while recovering)."""
         if self._ledger is None:
-            raise NotReady("the server is still recovering")
+            raise NotReady(self._not_ready_message)
         return self._ledger
 
     @property

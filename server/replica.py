@@ -12,7 +12,8 @@ every write RPC goes to `app.sequencer`, which on a replica is `ReadOnlySequence
 raise `ReadOnlyReplica` (FAILED_PRECONDITION / READ_ONLY_REPLICA, metadata `primary`).
 
 Gaps: the stream is bounded (`MAXLEN ~`) and Redis may lose it. An entry whose seq is not the
-next one (or a failed decode/apply) makes the replica reload the newest snapshot, provided the
+next one (or a failed decode/apply, after which reads answer UNAVAILABLE until the reload, as the
+state may be half applied) makes the replica reload the newest snapshot, provided the
 stream continues from it (its first entry ≤ snapshot seq + 1); otherwise the replica asks the
 primary for a fresh snapshot (`SET {prefix}:snap:wanted`) and retries, serving its last state
 meanwhile with a growing lag. `GetStats` reports role REPLICA, `replica_lag_entries` (stream head
@@ -88,7 +89,7 @@ class Follower:
         url: str,
         prefix: str,
         *,
-        on_ledger: Callable[[Ledger], None],
+        on_ledger: Callable[[Ledger | None], None],
         on_events: Callable[[Any], None] | None = None,
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
@@ -322,7 +323,9 @@ class Follower:
                 self.errors += 1
                 log.error("replica: entry %d cannot be applied (%r); reloading", seq, exc)
                 self._need_reload = True
-                self.ledger = None  # the state may be half applied: a full reload
+                # The state may be half applied: reads stop (UNAVAILABLE) until a full reload.
+                self.ledger = None
+                self._on_ledger(None)
                 break
             self.applied_seq = seq
             self.applied_now_ms = batch.now_ms
@@ -381,14 +384,22 @@ class _ReplicaMixin:
     services: list[str]
     metrics: Any
     _ledger: Ledger | None
+    _not_ready_message: str
     _sequencer: Any
     _ready: bool
     _stopped: bool
 
     follower: Follower | None = None
 
-    def _set_ledger(self, ledger: Ledger) -> None:
+    def _set_ledger(self, ledger: Ledger | None) -> None:
+        """The follower's new base, or None when an entry could not be applied: until the
+        reload, reads answer UNAVAILABLE instead of serving a half-applied state."""
         self._ledger = ledger
+        if ledger is None:
+            self._not_ready_message = (
+                "the replica is reloading its state (a journal entry could not be applied)"
+            )
+            return
         hub = getattr(self, "events", None)
         if hub is not None and hasattr(hub, "restart_at"):
             # A reloaded snapshot's event numbering is its own: the hub continues from it.

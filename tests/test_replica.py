@@ -224,6 +224,50 @@ async def test_gap_in_the_stream_reloads_a_snapshot(cluster: Cluster) -> None:
     assert replica.events.last_seq == primary.ledger.events_seq
 
 
+async def test_a_bad_entry_stops_reads_until_the_reload(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An entry the replica cannot apply may leave its ledger half applied: reads answer
+    UNAVAILABLE (NOT_SERVING) until a reload installs a whole state again. They were served
+    from the half-applied ledger meanwhile."""
+    primary = await cluster.start_primary()
+    rng = random.Random(17)
+    for command in setup_commands():
+        await primary.sequencer.submit(command)
+    await random_writes(primary.sequencer, rng, 20)
+    await primary.snapshot_now()
+    replica, port = await cluster.start_replica()
+    await cluster.converged(replica)
+    follower = replica.follower
+    reload_gate = asyncio.Event()
+    real_reload = follower._reload
+
+    async def held_reload() -> None:
+        await reload_gate.wait()
+        await real_reload()
+
+    def bad_apply(batch: Any) -> Any:
+        raise ValueError("a bad entry")
+
+    monkeypatch.setattr(follower, "_reload", held_reload)
+    monkeypatch.setattr(follower.ledger, "apply_batch", bad_apply)
+    await random_writes(primary.sequencer, rng, 3, 100)
+    await wait_until(lambda: follower.errors == 1, WAIT_S, "the replica to meet the entry")
+    query = availability_pb2.AvailabilityQuery(sku=SKUS[0], node_id=NODES[0])
+    request = availability_pb2.GetAvailabilityRequest(queries=[query])
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = availability_pb2_grpc.AvailabilityServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await stub.GetAvailability(request)
+        assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert _error_info(raised.value).reason == "NOT_SERVING"
+        assert "reloading" in (raised.value.details() or "")
+        reload_gate.set()
+        await cluster.converged(replica)
+        answer = await stub.GetAvailability(request)
+        assert answer.results[0].status == types_pb2.LINE_STATUS_OK
+
+
 async def test_a_gap_inside_the_stream_is_bridged_by_a_newer_snapshot(cluster: Cluster) -> None:
     """A gap after the stream's first entry (entries lost mid-stream) cannot be bridged by an
     older snapshot: the replica must ask the primary for one past the gap, not loop on it."""
