@@ -109,6 +109,26 @@ def test_corrupted_newest_falls_back_to_previous(tmp_path: Path, where: str) -> 
     assert_same(loaded, old, b"old")
 
 
+def test_a_damaged_newest_does_not_push_out_the_fallback(tmp_path: Path) -> None:
+    """Recovery fell back past a damaged newest snapshot; the next save must keep the valid one
+    it fell back to, not the damaged one (two kept by name alone: a later damage to the new
+    snapshot then left nothing valid)."""
+    store = FileSnapshotStore(tmp_path)
+    store.save({"a": np.full(10, 1)}, b"one", 1, 100)
+    damaged = Path(store.save({"a": np.full(10, 2)}, b"two", 2, 200).location)
+    flip(damaged, 64)
+    loaded = store.load_latest()
+    assert loaded is not None and loaded.journal_seq == 1
+    newest = Path(store.save({"a": np.full(10, 3)}, b"three", 3, 300).location)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        f"snapshot-{1:020d}.snap",
+        f"snapshot-{3:020d}.snap",
+    ]
+    flip(newest, 64)
+    again = FileSnapshotStore(tmp_path).load_latest()
+    assert again is not None and again.meta == b"one"
+
+
 def test_all_snapshots_invalid_is_an_error_not_an_empty_start(tmp_path: Path) -> None:
     store = FileSnapshotStore(tmp_path)
     store.save({"a": np.arange(100)}, b"", 1, 0)

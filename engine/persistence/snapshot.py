@@ -272,12 +272,15 @@ def _fsync_dir(directory: Path) -> None:
 
 
 class FileSnapshotStore:
-    """Snapshots as files ``snapshot-<journal_seq>.snap`` in one directory; keeps the newest 2."""
+    """Snapshots as files ``snapshot-<journal_seq>.snap`` in one directory; keeps the newest 2
+    that are not known to be damaged (a file ``load_latest`` found invalid goes at the next
+    save, so the fallback it recovered from is kept instead)."""
 
     def __init__(self, directory: str | os.PathLike[str], bytes_max: int = SNAPSHOT_BYTES_MAX):
         self._directory = Path(directory)
         self._directory.mkdir(parents=True, exist_ok=True)
         self._bytes_max = bytes_max
+        self._invalid: set[Path] = set()  # found invalid by load_latest
 
     def describe(self) -> str:
         return f"file:{self._directory}"
@@ -367,8 +370,13 @@ class FileSnapshotStore:
     def _prune(self) -> None:
         # Older complete snapshots beyond the newest SNAPSHOTS_KEPT, and any leftover .tmp
         # from an interrupted save, are garbage once a newer snapshot is complete on disk.
-        stale = [path for _, path in self._complete()[SNAPSHOTS_KEPT:]]
+        # A file `load_latest` found invalid neither counts as kept nor stays: keeping it would
+        # push out the older valid snapshot that recovery fell back to.
+        complete = [path for _, path in self._complete()]
+        stale = [path for path in complete if path in self._invalid]
+        stale += [path for path in complete if path not in self._invalid][SNAPSHOTS_KEPT:]
         stale += [p for p in self._directory.glob("snapshot-*.snap.tmp") if p.is_file()]
+        self._invalid.clear()
         for path in stale:
             path.unlink(missing_ok=True)
         if stale:
@@ -391,6 +399,8 @@ class FileSnapshotStore:
             except (_InvalidSnapshot, OSError) as exc:
                 log.error("snapshot %s is unusable, trying an older one: %s", path, exc)
                 failures.append(str(exc))
+                if isinstance(exc, _InvalidSnapshot):  # not a read error that may pass
+                    self._invalid.add(path)
         if failures:
             raise SnapshotStoreError("no valid snapshot: " + "; ".join(failures))
         return None
