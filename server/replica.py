@@ -119,6 +119,8 @@ class Follower:
         self.applied_entries = 0
         self._need_reload = True
         self._gap_next = 0  # the entry seen after a gap in the stream (0: none)
+        self._bad_seq = 0  # the entry that last failed to decode or apply ...
+        self.bad_repeats = 0  # ... and how many times in a row (backs off the reloads)
         self._closing = False
         self._task: asyncio.Task[None] | None = None
         self._applied_event = asyncio.Event()
@@ -297,6 +299,17 @@ class Follower:
                 self.head_seq = self.applied_seq  # BLOCK timed out: nothing newer exists
                 continue
             self._apply(entries)
+            if self.bad_repeats > 1:
+                # The same entry fails again after a reload: not a passing fault. Retry with
+                # backoff instead of reloading (and ending every watcher) in a tight loop.
+                await asyncio.sleep(min(RETRY_S_MIN * 2 ** (self.bad_repeats - 2), RETRY_S_MAX))
+
+    def _bad_entry(self, seq: int, what: str) -> None:
+        self.errors += 1
+        self._need_reload = True
+        self.bad_repeats = self.bad_repeats + 1 if seq == self._bad_seq else 1
+        self._bad_seq = seq
+        log.error("replica: %s; reloading (%d in a row at this seq)", what, self.bad_repeats)
 
     def _apply(self, entries: Sequence[Any]) -> None:
         ledger = self.ledger
@@ -318,15 +331,19 @@ class Follower:
                 break
             try:
                 batch = _decode_batch(fields[b"batch"])
+            except Exception as exc:  # noqa: BLE001 (nothing applied: the state is whole)
+                self._bad_entry(seq, f"entry {seq} cannot be decoded ({exc!r})")
+                break
+            try:
                 outcome = ledger.apply_batch(batch)
             except Exception as exc:  # noqa: BLE001 (a bad entry: reload rather than diverge)
-                self.errors += 1
-                log.error("replica: entry %d cannot be applied (%r); reloading", seq, exc)
-                self._need_reload = True
+                self._bad_entry(seq, f"entry {seq} cannot be applied ({exc!r})")
                 # The state may be half applied: reads stop (UNAVAILABLE) until a full reload.
                 self.ledger = None
                 self._on_ledger(None)
                 break
+            if seq == self._bad_seq:
+                self._bad_seq = self.bad_repeats = 0
             self.applied_seq = seq
             self.applied_now_ms = batch.now_ms
             self.applied_entries += 1

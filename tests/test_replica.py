@@ -268,6 +268,46 @@ async def test_a_bad_entry_stops_reads_until_the_reload(
         assert answer.results[0].status == types_pb2.LINE_STATUS_OK
 
 
+async def test_an_entry_that_fails_to_decode_keeps_reads_and_a_poison_entry_backs_off(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An entry that does not decode changed nothing: reads go on from the whole state. One that
+    fails again after every reload is retried with backoff, not in a tight reload loop."""
+    import server.replica as replica_module
+
+    primary = await cluster.start_primary()
+    rng = random.Random(19)
+    for command in setup_commands():
+        await primary.sequencer.submit(command)
+    await primary.snapshot_now()
+    replica, _ = await cluster.start_replica()
+    await cluster.converged(replica)
+    follower = replica.follower
+    poison = primary.sequencer.journal_seq + 1
+    real_decode = replica_module._decode_batch
+    poisoned = [True]
+    attempts: list[int] = []
+
+    def failing_decode(data: bytes) -> Any:
+        if poisoned[0]:
+            attempts.append(1)
+            raise ValueError("not a batch")
+        return real_decode(data)
+
+    monkeypatch.setattr(replica_module, "_decode_batch", failing_decode)
+    await primary.sequencer.submit(setup_commands()[0])  # entry `poison`, the next one read
+    await wait_until(lambda: follower.errors >= 1, WAIT_S, "the replica to meet the entry")
+    assert replica.ledger is follower.ledger  # still serving: nothing was applied
+    await asyncio.sleep(1.5)
+    assert follower.bad_repeats == len(attempts)
+    assert 3 <= len(attempts) <= 10, len(attempts)  # without backoff: thousands
+    assert follower.applied_seq == poison - 1
+    poisoned[0] = False
+    await random_writes(primary.sequencer, rng, 5, 500)
+    await cluster.converged(replica)
+    assert follower.bad_repeats == 0 and follower.applied_seq > poison
+
+
 async def test_a_gap_inside_the_stream_is_bridged_by_a_newer_snapshot(cluster: Cluster) -> None:
     """A gap after the stream's first entry (entries lost mid-stream) cannot be bridged by an
     older snapshot: the replica must ask the primary for one past the gap, not loop on it."""
