@@ -237,13 +237,19 @@ async def test_warm_up_loads_every_kernel_recovery_runs(tmp_path: Path) -> None:
     assert found["new"] == []
 
 
-async def test_snapshot_ahead_of_journal_refuses(tmp_path: Path) -> None:
+async def _seeded_snapshot_then_stopped(tmp_path: Path) -> ServerConfig:
+    """A server seeded, snapshotted and stopped; its config."""
     config = _config(tmp_path / "data")
     app = App(config)
     await app.start()
     await _seed(app)
     await app.snapshot_now()
     await app.stop()
+    return config
+
+
+async def test_snapshot_ahead_of_journal_refuses(tmp_path: Path) -> None:
+    config = await _seeded_snapshot_then_stopped(tmp_path)
     for segment in (tmp_path / "data" / "journal").glob("journal-*.log"):
         segment.write_bytes(b"")  # the journal lost what the snapshot has
     with pytest.raises(StartupError, match="refusing to start"):
@@ -254,12 +260,7 @@ async def test_damage_to_an_entry_the_snapshot_covers_is_refused_not_cut(tmp_pat
     """The last journal entry is damaged, and the snapshot includes it: not a torn write (the
     snapshotter fsynced it first) but lost data. Recovery refuses and leaves the file as it was
     (it used to cut the record as a torn tail first, then refuse)."""
-    config = _config(tmp_path / "data")
-    app = App(config)
-    await app.start()
-    await _seed(app)
-    await app.snapshot_now()
-    await app.stop()
+    config = await _seeded_snapshot_then_stopped(tmp_path)
     (segment,) = sorted((tmp_path / "data" / "journal").glob("journal-*.log"))
     data = bytearray(segment.read_bytes())
     data[-2] ^= 0xFF
