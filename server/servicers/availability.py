@@ -3,7 +3,8 @@
 Reads run on the event loop between batches, so each answer sees every batch applied before it.
 Columnar requests become numpy id arrays (one dict lookup per line to intern the strings) and go
 to the availability kernels in one call; a one-query GetAvailability skips the column set-up and
-writes its answer's bytes directly (server/wire.py).
+writes its answer's bytes directly, and its usual request (a SKU at a node) is read from its
+bytes without parsing a message (server/wire.py).
 """
 
 from __future__ import annotations
