@@ -326,6 +326,18 @@ def _room_for(names: _Names, wanted: Iterable[str], count_max: int, what: str) -
     return None
 
 
+def _supply_replay(stored: bytes) -> SupplyResult:
+    """A supply request's remembered outcome (int8 statuses), answered again."""
+    return SupplyResult(tuple(map(LineStatus, np.frombuffer(stored, np.int8).tolist())), True)
+
+
+def _upsert_replay(stored: bytes) -> UpsertResult:
+    """An upsert's remembered outcome (int64 created, updated; int8 statuses), answered again."""
+    created, updated = np.frombuffer(stored, np.int64, 2).tolist()
+    statuses = np.frombuffer(stored, np.int8, offset=16).tolist()
+    return UpsertResult(tuple(map(LineStatus, statuses)), created, updated, True)
+
+
 _HELD = int(ReservationState.HELD)
 _OK = int(LineStatus.OK)
 _UNKNOWN_NODE = int(LineStatus.UNKNOWN_NODE)
@@ -1329,14 +1341,17 @@ class Ledger:
 
     # --- supply ----------------------------------------------------------------------------
 
-    def _request_seen(self, key: str, request_id: str, content: bytes) -> Outcome | None:
+    def _request_seen(
+        self, key: str, request_id: str, content: bytes, replay: Callable[[bytes], Outcome]
+    ) -> Outcome | None:
+        """None if `key` is new; else its replay (`replay` of the stored outcome bytes), or
+        ID_CONFLICT when the remembered content differs."""
         seen = self._requests.get(key)
         if seen is None:
             return None
         if seen[0] != content:
             return id_conflict("request_id", request_id)
-        statuses = np.frombuffer(seen[1], np.int8).tolist()
-        return SupplyResult(tuple(LineStatus(s) for s in statuses), True)
+        return replay(seen[1])
 
     def _remember_request(self, key: str, content: bytes, outcome: bytes, now: int) -> None:
         self._requests[key] = (content, outcome)
@@ -1365,7 +1380,7 @@ class Ledger:
             return [bad]
         key = f"{type(cmd).__name__}:{cmd.request_id}"
         content = _encode(cmd)
-        seen = self._request_seen(key, cmd.request_id, content)
+        seen = self._request_seen(key, cmd.request_id, content, _supply_replay)
         if seen is not None:
             return [seen]
         n = len(items)
@@ -1676,7 +1691,8 @@ class Ledger:
         if bad is not None:
             return [bad]
         key, content = self._upsert_key(cmd)
-        if key and (seen := self._upsert_seen(key, cmd.request_id, content)) is not None:
+        seen = self._request_seen(key, cmd.request_id, content, _upsert_replay) if key else None
+        if seen is not None:
             return [seen]
         bad = _room_for(self._nodes, (s.node_id for s in nodes), limits.NODES_MAX, "nodes")
         if bad is not None:
@@ -1732,7 +1748,8 @@ class Ledger:
         if bad is not None:
             return [bad]
         key, content = self._upsert_key(cmd)
-        if key and (seen := self._upsert_seen(key, cmd.request_id, content)) is not None:
+        seen = self._request_seen(key, cmd.request_id, content, _upsert_replay) if key else None
+        if seen is not None:
             return [seen]
         statuses = [
             _OK if all(map(self._node_registered, spec.node_ids)) else _UNKNOWN_NODE
@@ -1766,16 +1783,6 @@ class Ledger:
         if not cmd.request_id:
             return "", b""
         return f"{type(cmd).__name__}:{cmd.request_id}", _encode(cmd)
-
-    def _upsert_seen(self, key: str, request_id: str, content: bytes) -> Outcome | None:
-        seen = self._requests.get(key)
-        if seen is None:
-            return None
-        if seen[0] != content:
-            return id_conflict("request_id", request_id)
-        created, updated = np.frombuffer(seen[1], np.int64, 2).tolist()
-        statuses = np.frombuffer(seen[1], np.int8, offset=16).tolist()
-        return UpsertResult(tuple(map(LineStatus, statuses)), created, updated, True)
 
     def _upsert_result(
         self, key: str, content: bytes, statuses: list[int], created: int, updated: int, now: int

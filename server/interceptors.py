@@ -261,10 +261,7 @@ def _one(parse: Any) -> Prepare:
         return None
 
     def prepare(request: bytes) -> Any:
-        try:
-            return parse(request)
-        except Exception as exc:
-            raise MalformedMessage(parse, exc) from None
+        return parse_request(parse, request)
 
     return prepare
 
