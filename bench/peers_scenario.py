@@ -14,6 +14,10 @@ nodes) and the same request bytes:
   system saturates (< 95 % of the offered rate answered, or p99 over 1 s);
 - `reserve`: unary Reserve only, stepped the same way; its most successful answers/s in any step
   is the system's reserves/s at saturation;
+- `reserve closed loop`: unary Reserve again, closed loop with `--batch-in-flight` calls in
+  flight per client process for `--batch-seconds`, fresh ids: saturation measured without the
+  open-loop steps' ×1.5 grid (a system peaking between two steps is read at the lower one);
+  a system's reserves/s at saturation is the higher of the two measurements;
 - `batched`: `ReserveBatch` of `--batch-size` (100) one-line reservations per call, closed loop
   with `--batch-in-flight` (8) calls in flight per client process, for `--batch-seconds`: the
   reserves/s each system answers when the per-call cost of the Python front is spread over a
@@ -31,6 +35,11 @@ Durability is equal (`--durability`, default `sync`): omnistock `--durability sy
 the private redis-server `appendonly yes` + `appendfsync always` | `everysec` | no persistence;
 PostgreSQL `synchronous_commit` on for `sync`, off for `async` and `none` (per session; the
 cluster's fsync stays on, so PostgreSQL's `none` is its `async`).
+
+The front's own ceiling: `grpc-floor`'s empty-handler server on the same core, driven by h2load
+in closed loop (when h2load is there). No system behind this front can answer more unary calls
+than that, so `front_ceiling_vs_<peer>_reserves` (the ceiling over the peer's unary reserves/s)
+is the highest `omnistock_vs_<peer>_reserves` any engine could reach on this machine.
 
 redis-direct (`bench/redis_direct.py`): the Lua reserve script sent straight to a private Redis
 on CPU 0 (unpipelined and 16 deep), no front at all.
@@ -97,6 +106,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-reserves-max", type=int, default=1_000_000,
                    help="pre-encoded reservations (fresh ids; bounds memory)")  # fmt: skip
     p.add_argument("--no-batched", action="store_true")
+    p.add_argument("--closed-reserves", type=int, default=60_000,
+                   help="pre-encoded unary Reserves for the closed loop (fresh ids)")  # fmt: skip
+    p.add_argument("--no-closed", action="store_true",
+                   help="skip the closed-loop unary Reserve and the front's ceiling")  # fmt: skip
+    p.add_argument("--h2load-requests", type=int, default=100_000,
+                   help="empty-handler calls for the front's ceiling (h2load)")  # fmt: skip
     p.add_argument("--postgres", choices=("private", "shared"), default="private",
                    help="private: a throwaway cluster pinned to the server core (initdb; the "
                         "default); shared: the machine's server (OMNISTOCK_BENCH_PG), on every "
@@ -250,17 +265,55 @@ def _batched(target: str, payloads: list[bytes], args: argparse.Namespace, syste
     return r
 
 
+def _unary_closed(target: str, payloads: list[bytes], args: argparse.Namespace, system: str) -> Any:
+    """Unary Reserve in closed loop: the system's saturation without the open-loop rate grid."""
+    from bench.batch import closed_loop
+    from bench.harness import M_RESERVE
+
+    waited = _settle(target)
+    if waited > 1.0:
+        print(f"  {system}: waited {waited:.1f} s for the server to drain")
+    in_flight = args.batch_in_flight * args.processes
+    print(f"{system} reserve, closed loop: {in_flight} in flight")
+    r = closed_loop(target, M_RESERVE, payloads, 1, args.batch_seconds, args.batch_in_flight,
+                    args.processes, stream=False, reuse=False)  # fmt: skip
+    r["ran_out"] = r["seconds"] < 0.9 * args.batch_seconds
+    print(
+        f"  {r['calls_per_s']:,.0f} reserves/s, client CPU {r['client_cpu_util']:.0%}, "
+        f"errors {r['errors']}" + ("  (ran out of pre-encoded messages)" if r["ran_out"] else "")
+    )
+    return r
+
+
+def _front_ceiling(tmp: Path, args: argparse.Namespace) -> Any:
+    """The empty handler's saturation on the server core (h2load closed loop; None without
+    h2load): the most unary calls/s any system behind this front can answer."""
+    from bench.grpc_floor import EMPTY_METHOD, PAYLOAD, start_floor_server
+    from bench.harness import CLIENT_CPU, h2load_closed
+
+    with start_floor_server(tmp) as server:
+        closed = h2load_closed(server.target, EMPTY_METHOD, PAYLOAD, args.h2load_requests,
+                               cpu=CLIENT_CPU)  # fmt: skip
+    if closed is not None:
+        print(f"front ceiling (empty handler, h2load closed loop): {closed['rate_per_s']:,.0f}/s")
+    return closed
+
+
 def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, Any]:
-    from bench.workload import WorkloadSpec
+    from bench.harness import only
+    from bench.workload import OpKind, WorkloadSpec
 
     if args.quick:
         args.duration, args.rate_start, args.rate_max = 1.0, 100.0, 150.0
         args.processes, args.skus, args.stores, args.direct_requests = 1, 200, 10, 2_000
         args.batch_size, args.batch_in_flight, args.batch_seconds = 10, 2, 1.0
         args.batch_reserves_max = 5_000
+        args.closed_reserves, args.h2load_requests = 2_000, 2_000
         args.holds_capacity = min(args.holds_capacity, 100_000)
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     batched: dict[str, dict[str, Any]] = {}
+    closed: dict[str, dict[str, Any]] = {}
+    ceiling = None
     rates = geometric_rates(args.rate_start, args.rate_max, args.factor)
     spec = WorkloadSpec(skus_count=args.skus, stores_count=args.stores)
     points: dict[str, dict[str, list[dict[str, Any]]]] = {}
@@ -274,6 +327,10 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, An
 
             calls = max(args.processes, args.batch_reserves_max // args.batch_size)
             batch_payloads = reserve_payloads(net, args.batch_size, calls, seed=77, tag="pb")
+        closed_payloads: list[bytes] = []
+        if not args.no_closed:  # the same requests for every system (each has its own stock)
+            ops = only(net, OpKind.RESERVE, args.closed_reserves, 91, "uc-")
+            closed_payloads = encode_ops(ops)[1]
         for system in systems:
             ctx: Any = (
                 ServerRun.omnistock(data, args.durability, holds_capacity=args.holds_capacity)
@@ -292,8 +349,12 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, An
                         _stepper(target, net, series, args, system), f"{system} {series}",
                         rates, keep_going=0, p99_stop_us=P99_STOP_US, warm_up=not args.quick,
                     )  # fmt: skip
+                if closed_payloads:
+                    closed[system] = _unary_closed(target, closed_payloads, args, system)
                 if batch_payloads:
                     batched[system] = _batched(target, batch_payloads, args, system)
+        if not args.no_closed:
+            ceiling = _front_ceiling(tmp, args)
     direct = None
     if not args.no_direct:
         from bench.redis_direct import _PrivateRedis, run_mode
@@ -310,7 +371,8 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, An
         finally:
             private.close()
     figures: list[Figure] = []
-    sat = {s: peak_achieved(points[s]["reserve"]) for s in systems}
+    stepped = {s: peak_achieved(points[s]["reserve"]) for s in systems}
+    sat = {s: max(stepped[s], closed[s]["calls_per_s"] if s in closed else 0.0) for s in systems}
     mix_sat = {s: peak_achieved(points[s]["mix"]) for s in systems}
     for s in systems:
         key = s.replace("-", "_")
@@ -319,9 +381,28 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, An
                 f"{key}_reserves_per_s",
                 sat[s],
                 "reserves/s",
-                note="unary Reserve, most successful answers/s in a step",
+                note="unary Reserve at saturation: the higher of the two below",
             )
         )
+        figures.append(
+            Figure(
+                f"{key}_reserves_per_s_stepped",
+                stepped[s],
+                "reserves/s",
+                note="unary Reserve, most successful answers/s in an open-loop step",
+            )
+        )
+        if s in closed:
+            r = closed[s]
+            figures.append(
+                Figure(
+                    f"{key}_reserves_per_s_closed",
+                    r["calls_per_s"],
+                    "reserves/s",
+                    note=f"unary Reserve, closed loop, {args.batch_in_flight * args.processes} "
+                    f"in flight, client CPU {r['client_cpu_util']:.0%}, errors {r['errors']}",
+                )
+            )
         figures.append(
             Figure(
                 f"{key}_mix_ok_per_s",
@@ -340,6 +421,16 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, An
                 f"{args.batch_in_flight * args.processes} in flight, errors {r['errors']}",
             )
         )
+    if ceiling is not None:
+        figures.append(Figure("front_ceiling_per_s", ceiling["rate_per_s"], "calls/s",
+                              note="empty handler, h2load closed loop, same core"))  # fmt: skip
+        for peer in ("redis-lua", "postgres"):
+            if peer in sat:
+                figures.append(Figure(
+                    f"front_ceiling_vs_{peer.replace('-', '_')}_reserves",
+                    ceiling["rate_per_s"] / max(sat[peer], 1e-9), "ratio",
+                    note="the highest omnistock_vs_ ratio any engine behind this front could "
+                    "reach here"))  # fmt: skip
     if "omnistock" in sat:
         for peer, target in (("redis-lua", 1.5), ("postgres", 10.0)):
             key = peer.replace("-", "_")
@@ -421,6 +512,8 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, An
         "durability": args.durability,
         "postgres": args.postgres,
         "batched": batched,
+        "reserve_closed": closed,
+        "front_ceiling": ceiling,
     }
     payload = finish("peers", figures, args.json, None, extra=extra, argv=argv)
     flat = [p for s in systems for series in ("mix", "reserve") for p in points[s][series]]

@@ -172,10 +172,30 @@ def test_peers_quick(tmp_path: Path) -> None:
     data = _run(tmp_path, "peers")
     assert data["postgres"] == "private"
     for system in ("omnistock", "redis_lua", "postgres"):
-        assert _figure(data, f"{system}_reserves_per_s") > 0
         assert _figure(data, f"{system}_mix_ok_per_s") > 0
-    _figure(data, "omnistock_vs_redis_lua_reserves")
-    _figure(data, "omnistock_vs_postgres_reserves")
+        # Saturation is the better of the open-loop steps and the closed loop, both reported.
+        closed = _figure(data, f"{system}_reserves_per_s_closed")
+        assert closed > 0
+        stepped = _figure(data, f"{system}_reserves_per_s_stepped")
+        assert _figure(data, f"{system}_reserves_per_s") == max(stepped, closed)
+    for system in ("omnistock", "redis-lua", "postgres"):
+        run = data["reserve_closed"][system]
+        assert run["errors"] == 0 and run["calls"] > 0
+    for peer in ("redis_lua", "postgres"):
+        assert _figure(data, f"omnistock_vs_{peer}_reserves") == pytest.approx(
+            _figure(data, "omnistock_reserves_per_s") / _figure(data, f"{peer}_reserves_per_s")
+        )
+    from bench.loadgen import find_h2load
+
+    if find_h2load() is not None:  # the front's ceiling: the empty handler under h2load
+        ceiling = _figure(data, "front_ceiling_per_s")
+        assert ceiling == data["front_ceiling"]["rate_per_s"] > 0
+        for peer in ("redis_lua", "postgres"):
+            assert _figure(data, f"front_ceiling_vs_{peer}_reserves") == pytest.approx(
+                ceiling / _figure(data, f"{peer}_reserves_per_s")
+            )
+    else:
+        assert data["front_ceiling"] is None
     for system in ("omnistock", "redis_lua", "postgres"):
         assert _figure(data, f"{system}_batched_reserves_per_s") > 0
     for peer in ("redis_lua", "postgres"):
