@@ -393,7 +393,7 @@ class Sequencer:
                 return
             # Let the loop run what is ready first (requests already received whose handlers
             # have not submitted yet) so they join this batch: under load a batch, and so an
-            # fsync, then covers more writes (bench/README.md, "Where a unary Reserve's time
+            # fsync, then covers more writes (bench/history.md, "Where a unary Reserve's time
             # goes"); when idle this costs two empty loop turns.
             for _ in range(GROUP_YIELDS):
                 await asyncio.sleep(0)
