@@ -58,6 +58,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -285,22 +286,46 @@ def _unary_closed(target: str, payloads: list[bytes], args: argparse.Namespace, 
     return r
 
 
+def saturation(
+    stepped: dict[str, float], closed: dict[str, dict[str, Any]]
+) -> tuple[dict[str, float], set[str]]:
+    """Each system's unary reserves/s at saturation: the higher of its open-loop peak and its
+    closed-loop rate, where a closed loop that ran out of requests or had errors is reported
+    but not counted. Returns the rates and the systems whose closed loop counted."""
+    counted = {s for s, r in closed.items() if not r["ran_out"] and not r["errors"]}
+    rates = {
+        s: max(peak, closed[s]["calls_per_s"] if s in counted else 0.0)
+        for s, peak in stepped.items()
+    }
+    return rates, counted
+
+
 def _front_ceiling(tmp: Path, args: argparse.Namespace) -> Any:
-    """The empty handler's saturation on the server core (h2load closed loop; None without
-    h2load): the most unary calls/s any system behind this front can answer."""
+    """The empty handler's saturation on the server core (h2load closed loop, 32 streams on one
+    connection): the most unary calls/s any system behind this front can answer. None without
+    h2load, or when the measurement failed (printed: the rest of the run still counts)."""
     from bench.grpc_floor import EMPTY_METHOD, PAYLOAD, start_floor_server
     from bench.harness import CLIENT_CPU, h2load_closed
+    from bench.loadgen import find_h2load
 
-    with start_floor_server(tmp) as server:
-        closed = h2load_closed(server.target, EMPTY_METHOD, PAYLOAD, args.h2load_requests,
-                               cpu=CLIENT_CPU)  # fmt: skip
-    if closed is not None:
-        print(f"front ceiling (empty handler, h2load closed loop): {closed['rate_per_s']:,.0f}/s")
+    if find_h2load() is None:
+        print("front ceiling: skipped (no h2load; bench/README.md, 'Getting h2load')")
+        return None
+    try:
+        with start_floor_server(tmp) as server:
+            closed = h2load_closed(server.target, EMPTY_METHOD, PAYLOAD, args.h2load_requests,
+                                   cpu=CLIENT_CPU)  # fmt: skip
+    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+        print(f"front ceiling: not measured ({type(exc).__name__}: {exc})")
+        return None
+    if closed is None or closed["failed"] or not closed["succeeded"]:
+        print(f"front ceiling: not measured (h2load: {closed})")
+        return None
+    print(f"front ceiling (empty handler, h2load closed loop): {closed['rate_per_s']:,.0f}/s")
     return closed
 
 
 def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, Any]:
-    from bench.harness import only
     from bench.workload import OpKind, WorkloadSpec
 
     if args.quick:
@@ -372,7 +397,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, An
             private.close()
     figures: list[Figure] = []
     stepped = {s: peak_achieved(points[s]["reserve"]) for s in systems}
-    sat = {s: max(stepped[s], closed[s]["calls_per_s"] if s in closed else 0.0) for s in systems}
+    sat, counted = saturation(stepped, closed)
     mix_sat = {s: peak_achieved(points[s]["mix"]) for s in systems}
     for s in systems:
         key = s.replace("-", "_")
@@ -400,7 +425,8 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, An
                     r["calls_per_s"],
                     "reserves/s",
                     note=f"unary Reserve, closed loop, {args.batch_in_flight * args.processes} "
-                    f"in flight, client CPU {r['client_cpu_util']:.0%}, errors {r['errors']}",
+                    f"in flight, client CPU {r['client_cpu_util']:.0%}, errors {r['errors']}"
+                    + ("" if s in counted else "; not counted (ran out of requests or errors)"),
                 )
             )
         figures.append(
@@ -423,7 +449,8 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, An
         )
     if ceiling is not None:
         figures.append(Figure("front_ceiling_per_s", ceiling["rate_per_s"], "calls/s",
-                              note="empty handler, h2load closed loop, same core"))  # fmt: skip
+                              note=f"empty handler, h2load closed loop ({ceiling['streams']} "
+                              "streams), same core"))  # fmt: skip
         for peer in ("redis-lua", "postgres"):
             if peer in sat:
                 figures.append(Figure(
