@@ -333,7 +333,7 @@ def _observed_call(
     A servicer method decorated with `unary` is called undecorated (`unary_of`), its errors
     answered here by the same `answer_error`: one coroutine less per call. On this path each
     Python frame costs several times its in-process price, because the rest of a call through
-    grpc.aio leaves the CPU caches cold (bench/README.md, "sweep")."""
+    grpc.aio leaves the CPU caches cold (bench/README.md, "gRPC settings")."""
     clock = time.perf_counter
     inner = getattr(behavior, "unary_of", None)
     if inner is not None:

@@ -223,7 +223,7 @@ class AvailabilityServicer(availability_pb2_grpc.AvailabilityServiceServicer):
         more than the rest of the call. The answer is wire bytes (server/wire.py), or a message
         when the query asks for `available_by_date` or is too long to echo that way."""
         # Each Python call here costs several times its in-process price in the server (cold
-        # caches; bench/README.md, "sweep"), so the usual case makes as few as it can.
+        # caches; bench/README.md, "gRPC settings"), so the usual case makes as few as it can.
         sku = query.sku
         if not 0 < len(sku) <= limits.ID_CHARS_SURELY_OK:  # else check_id refuses or measures
             check_id(sku, "queries[0].sku")
