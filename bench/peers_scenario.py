@@ -248,17 +248,25 @@ def _settle(target: str) -> float:
     return time.monotonic() - t0
 
 
-def _batched(target: str, payloads: list[bytes], args: argparse.Namespace, system: str) -> Any:
+def _closed_phase(
+    target: str,
+    method: str,
+    payloads: list[bytes],
+    lines: int,
+    args: argparse.Namespace,
+    label: str,
+) -> Any:
+    """A closed-loop phase against a drained server: `--batch-in-flight` calls per process for
+    `--batch-seconds`, fresh pre-encoded requests (`ran_out` if they ended early)."""
     from bench.batch import closed_loop
-    from bench.harness import M_RESERVE_BATCH
 
+    system = label.split()[0]
     waited = _settle(target)
     if waited > 1.0:
         print(f"  {system}: waited {waited:.1f} s for the server to drain")
-    in_flight = args.batch_in_flight * args.processes
-    print(f"{system} batched: ReserveBatch x{args.batch_size}, {in_flight} in flight")
-    r = closed_loop(target, M_RESERVE_BATCH, payloads, args.batch_size, args.batch_seconds,
-                    args.batch_in_flight, args.processes, stream=False, reuse=False)  # fmt: skip
+    print(f"{label}, {args.batch_in_flight * args.processes} in flight")
+    r = closed_loop(target, method, payloads, lines, args.batch_seconds, args.batch_in_flight,
+                    args.processes, stream=False, reuse=False)  # fmt: skip
     r["ran_out"] = r["seconds"] < 0.9 * args.batch_seconds
     print(f"  {r['lines_per_s']:,.0f} reserves/s ({r['calls_per_s']:,.0f} calls/s), client CPU "
           f"{r['client_cpu_util']:.0%}, errors {r['errors']}"
@@ -266,24 +274,18 @@ def _batched(target: str, payloads: list[bytes], args: argparse.Namespace, syste
     return r
 
 
+def _batched(target: str, payloads: list[bytes], args: argparse.Namespace, system: str) -> Any:
+    from bench.harness import M_RESERVE_BATCH
+
+    return _closed_phase(target, M_RESERVE_BATCH, payloads, args.batch_size, args,
+                         f"{system} batched: ReserveBatch x{args.batch_size}")  # fmt: skip
+
+
 def _unary_closed(target: str, payloads: list[bytes], args: argparse.Namespace, system: str) -> Any:
     """Unary Reserve in closed loop: the system's saturation without the open-loop rate grid."""
-    from bench.batch import closed_loop
     from bench.harness import M_RESERVE
 
-    waited = _settle(target)
-    if waited > 1.0:
-        print(f"  {system}: waited {waited:.1f} s for the server to drain")
-    in_flight = args.batch_in_flight * args.processes
-    print(f"{system} reserve, closed loop: {in_flight} in flight")
-    r = closed_loop(target, M_RESERVE, payloads, 1, args.batch_seconds, args.batch_in_flight,
-                    args.processes, stream=False, reuse=False)  # fmt: skip
-    r["ran_out"] = r["seconds"] < 0.9 * args.batch_seconds
-    print(
-        f"  {r['calls_per_s']:,.0f} reserves/s, client CPU {r['client_cpu_util']:.0%}, "
-        f"errors {r['errors']}" + ("  (ran out of pre-encoded messages)" if r["ran_out"] else "")
-    )
-    return r
+    return _closed_phase(target, M_RESERVE, payloads, 1, args, f"{system} reserve, closed loop")
 
 
 def saturation(
