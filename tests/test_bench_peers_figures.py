@@ -1,4 +1,5 @@
-"""How `bench peers` reads its measurements: unary saturation and the front's ceiling.
+"""How `bench peers` reads its measurements: unary saturation, the front's ceiling and p99 at
+equal offered load.
 
 The scenario itself runs end to end in tests/test_bench_scenarios.py; these pin its rules on
 made-up measurements, without servers.
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 
 from bench import grpc_floor, harness, loadgen
-from bench.peers_scenario import _front_ceiling, saturation
+from bench.peers_scenario import _equal_load_figures, _front_ceiling, equal_loads, saturation
 
 
 def _closed(rate: float, ran_out: bool = False, errors: int = 0) -> dict[str, Any]:
@@ -102,3 +103,59 @@ def test_front_ceiling_failure_keeps_the_run(
     monkeypatch.setattr(grpc_floor, "start_floor_server", _floor)
     monkeypatch.setattr(harness, "h2load_closed", broken)
     assert _front_ceiling(tmp_path, args) is None
+
+
+def _mix(*steps: tuple[float, float, float]) -> dict[str, list[dict[str, Any]]]:
+    """A system's mix steps from (offered, achieved, p99_us)."""
+    return {"mix": [{"offered_per_s": o, "achieved_per_s": a, "p99_us": p} for o, a, p in steps]}
+
+
+def test_equal_loads_are_the_rates_every_system_answered() -> None:
+    rates = [250.0, 375.0, 562.0, 844.0]
+    points = {
+        "omnistock": _mix(
+            (250, 250, 3_000), (375, 375, 2_900), (562, 562, 2_500), (844, 844, 3_100)
+        ),
+        # redis-lua missed 375/s (< 95 % answered) and has no 844/s step at all
+        "redis-lua": _mix((250, 250, 4_300), (375, 350, 3_000), (562, 560, 3_200)),
+    }
+    assert equal_loads(points, ["omnistock", "redis-lua"], rates) == [
+        (250.0, {"omnistock": 3_000, "redis-lua": 4_300}),
+        (562.0, {"omnistock": 2_500, "redis-lua": 3_200}),
+    ]
+
+
+def test_p99_target_is_the_median_ratio_to_the_best_peer_over_equal_loads() -> None:
+    rates = [250.0, 375.0, 562.0, 844.0]
+    points = {
+        "omnistock": _mix((250, 250, 700), (375, 375, 900), (562, 562, 800), (844, 844, 3_000)),
+        "redis-lua": _mix((250, 250, 1_000), (375, 375, 1_000), (562, 562, 400), (844, 844, 2_000)),
+        "postgres": _mix((250, 250, 900), (375, 375, 3_000), (562, 562, 1_000), (844, 844, 9_000)),
+    }
+    figures = {f.key: f for f in _equal_load_figures(points, list(points), rates)}
+    # Best peer per rate: postgres 900, redis-lua 1,000, redis-lua 400, redis-lua 2,000.
+    ratios = [700 / 900, 900 / 1_000, 800 / 400, 3_000 / 2_000]
+    median = figures["omnistock_p99_vs_best_peer_median"]
+    assert median.value == pytest.approx((ratios[1] + ratios[3]) / 2)  # 0.9 and 1.5
+    assert median.target == 1.0 and not median.at_least and median.met is False
+    assert "lowest at 2 of 4" in median.note
+    # The highest common rate alone is still reported, without a target.
+    top = figures["omnistock_p99_vs_best_peer_at_common_rate"]
+    assert top.value == pytest.approx(1.5) and top.target is None
+    assert figures["postgres_mix_p99_us_at_common_rate"].value == 9_000
+    # One stall at one step does not decide the verdict: omnistock lower at 3 of 4 rates.
+    points["omnistock"]["mix"][2]["p99_us"] = 300
+    again = {f.key: f for f in _equal_load_figures(points, list(points), rates)}
+    assert again["omnistock_p99_vs_best_peer_median"].met is True
+
+
+def test_no_ratio_without_a_common_rate_or_a_peer() -> None:
+    rates = [250.0, 375.0]
+    points = {
+        "omnistock": _mix((250, 250, 700), (375, 375, 900)),
+        "postgres": _mix((250, 200, 900)),  # never answered 95 % of any rate
+    }
+    assert _equal_load_figures(points, list(points), rates) == []
+    alone = _equal_load_figures({"omnistock": points["omnistock"]}, ["omnistock"], rates)
+    assert [f.key for f in alone] == ["omnistock_mix_p99_us_at_common_rate"]
+    assert alone[0].value == 900

@@ -211,6 +211,10 @@ def test_peers_quick(tmp_path: Path) -> None:
         / _figure(data, "redis_direct_depth_16_reserves_per_redis_cpu_s")
     )
     assert data["targets"][per_core]["op"] == ">="
+    if "omnistock_mix_p99_us_at_common_rate" in data:  # every system answered a mix rate
+        _figure(data, "omnistock_p99_vs_best_peer_median")
+        assert data["targets"]["omnistock_p99_vs_best_peer_median"]["op"] == "<="
+        assert "omnistock_p99_vs_best_peer_at_common_rate" not in data["targets"]
     _points(data, {"omnistock mix", "redis-lua mix", "postgres reserve"})
 
 
