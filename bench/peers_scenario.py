@@ -256,17 +256,17 @@ def _closed_phase(
     payloads: list[bytes],
     lines: int,
     args: argparse.Namespace,
-    label: str,
+    system: str,
+    what: str,
 ) -> Any:
-    """A closed-loop phase against a drained server: `--batch-in-flight` calls per process for
-    `--batch-seconds`, fresh pre-encoded requests (`ran_out` if they ended early)."""
+    """A closed-loop phase of `system` against a drained server: `--batch-in-flight` calls per
+    process for `--batch-seconds`, fresh pre-encoded requests (`ran_out` if they ended early)."""
     from bench.batch import closed_loop
 
-    system = label.split()[0]
     waited = _settle(target)
     if waited > 1.0:
         print(f"  {system}: waited {waited:.1f} s for the server to drain")
-    print(f"{label}, {args.batch_in_flight * args.processes} in flight")
+    print(f"{system} {what}, {args.batch_in_flight * args.processes} in flight")
     r = closed_loop(target, method, payloads, lines, args.batch_seconds, args.batch_in_flight,
                     args.processes, stream=False, reuse=False)  # fmt: skip
     r["ran_out"] = r["seconds"] < 0.9 * args.batch_seconds
@@ -279,15 +279,15 @@ def _closed_phase(
 def _batched(target: str, payloads: list[bytes], args: argparse.Namespace, system: str) -> Any:
     from bench.harness import M_RESERVE_BATCH
 
-    return _closed_phase(target, M_RESERVE_BATCH, payloads, args.batch_size, args,
-                         f"{system} batched: ReserveBatch x{args.batch_size}")  # fmt: skip
+    return _closed_phase(target, M_RESERVE_BATCH, payloads, args.batch_size, args, system,
+                         f"batched: ReserveBatch x{args.batch_size}")  # fmt: skip
 
 
 def _unary_closed(target: str, payloads: list[bytes], args: argparse.Namespace, system: str) -> Any:
     """Unary Reserve in closed loop: the system's saturation without the open-loop rate grid."""
     from bench.harness import M_RESERVE
 
-    return _closed_phase(target, M_RESERVE, payloads, 1, args, f"{system} reserve, closed loop")
+    return _closed_phase(target, M_RESERVE, payloads, 1, args, system, "reserve, closed loop")
 
 
 def saturation(
